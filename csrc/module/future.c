@@ -1,0 +1,832 @@
+/* future.c -- nativepool.Future: concurrent.futures.Future with a C core.
+ *
+ * FutureBase is a C heap type; python/nativepool/_future.py makes
+ * `class Future(FutureBase, concurrent.futures.Future)`, so isinstance()
+ * holds and whatever we do not define (repr, __class_getitem__) is the
+ * stdlib's.  The stdlib helpers wait() and as_completed() reach into
+ * _condition, _state and _waiters: we serve those as properties over the C
+ * state, and every transition takes the same lock _condition takes, so a
+ * waiter installed by wait() is never missed (see np_module.h).
+ *
+ * The stdlib allocates a threading.Condition (an RLock and a deque) per
+ * future.  Ours costs one object; _condition is a small proxy made on
+ * demand.
+ */
+#include "np_module.h"
+
+#include <stddef.h>
+
+/* Future._condition: see the end of this file. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *future;
+} np_condition;
+
+#define COND_FUTURE(op) NP_FUTURE(((np_condition *)(op))->future)
+
+/* ---- completion -------------------------------------------------------- */
+
+/* Call waiter.<meth>(f) for each stdlib waiter.  Lock held. */
+static void
+notify_waiters(np_future *f, PyObject *meth)
+{
+    if (f->waiters == NULL) {
+        return;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(f->waiters); i++) {
+        PyObject *w = PyList_GET_ITEM(f->waiters, i);
+        Py_INCREF(w);
+        PyObject *r = PyObject_CallMethodOneArg(w, meth, (PyObject *)f);
+        Py_DECREF(w);
+        if (r == NULL) {
+            PyErr_WriteUnraisable((PyObject *)f);
+        }
+        Py_XDECREF(r);
+    }
+}
+
+/* Move to a done state.  Lock held.  Returns the callbacks to run (a new
+ * reference, or NULL) after the lock is released. */
+static PyObject *
+become_done(np_future *f, uint32_t newstate, PyObject *waiter_meth)
+{
+    /* seq_cst exchange: clears NPF_SLEEPERS and tells us whether anyone
+     * announced sleeping before this point; later arrivals see the done
+     * state and do not sleep. */
+    uint32_t old = atomic_exchange(&f->state, newstate);
+    if (waiter_meth != NULL) {
+        notify_waiters(f, waiter_meth);
+    }
+    if (old & NPF_SLEEPERS) {
+        np_futex_wake(&f->state, INT32_MAX);
+    }
+    PyObject *cbs = f->callbacks;
+    f->callbacks = NULL;
+    return cbs;
+}
+
+/* Run done callbacks as concurrent.futures does: each gets the future, and a
+ * failing one is logged on "concurrent.futures", never raised. */
+static void
+call_callback(np_state *st, np_future *f, PyObject *cb)
+{
+    PyObject *r = PyObject_CallOneArg(cb, (PyObject *)f);
+    if (r != NULL) {
+        Py_DECREF(r);
+        return;
+    }
+    PyObject *exc = np_fetch_exception();
+    np_log_exc(st->cf_logger, "error", "exception calling callback for %r",
+               (PyObject *)f, exc);
+    Py_XDECREF(exc);
+}
+
+static void
+run_callbacks(np_state *st, np_future *f, PyObject *cbs)
+{
+    if (cbs == NULL) {
+        return;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cbs); i++) {
+        call_callback(st, f, PyList_GET_ITEM(cbs, i));
+    }
+    Py_DECREF(cbs);
+}
+
+static void
+finish(np_state *st, np_future *f, PyObject *result, PyObject *exc)
+{
+    np_rlock_lock(&f->lock);
+    uint32_t s = NPF_STATE(atomic_load(&f->state));
+    if (s == NPF_CANCELLED || s == NPF_CANCELLED_NOTIFIED || s == NPF_FINISHED) {
+        /* Only reachable through a race with set_result from Python on a
+         * future that is also a pool task; the first outcome wins. */
+        np_rlock_unlock(&f->lock);
+        Py_XDECREF(result);
+        Py_XDECREF(exc);
+        return;
+    }
+    f->result = result;
+    f->exception = exc;
+    PyObject *cbs = become_done(f, NPF_FINISHED,
+                                exc ? st->str_add_exception : st->str_add_result);
+    np_rlock_unlock(&f->lock);
+    run_callbacks(st, f, cbs);
+}
+
+void
+np_future_finish_result(np_state *st, np_future *f, PyObject *result)
+{
+    finish(st, f, result, NULL);
+}
+
+void
+np_future_finish_exception(np_state *st, np_future *f, PyObject *exc)
+{
+    if (exc == NULL) {
+        exc = np_fetch_exception();
+    }
+    else {
+        Py_INCREF(exc);
+    }
+    finish(st, f, NULL, exc);
+}
+
+int
+np_future_set_running(np_state *st, np_future *f)
+{
+    uint32_t s = atomic_load(&f->state);
+    /* Fast path, no lock: nobody can be installing a stdlib waiter in a way
+     * that cares about PENDING vs RUNNING (both are "not done"). */
+    while (NPF_STATE(s) == NPF_PENDING) {
+        if (atomic_compare_exchange_weak(&f->state, &s,
+                                         NPF_RUNNING | (s & NPF_SLEEPERS))) {
+            return 1;
+        }
+    }
+    np_rlock_lock(&f->lock);
+    s = NPF_STATE(atomic_load(&f->state));
+    if (s == NPF_CANCELLED) {
+        PyObject *cbs = become_done(f, NPF_CANCELLED_NOTIFIED,
+                                    st->str_add_cancelled);
+        np_rlock_unlock(&f->lock);
+        Py_XDECREF(cbs);   /* cancel() already ran them */
+        return 0;
+    }
+    np_rlock_unlock(&f->lock);
+    PyObject *r = PyObject_CallMethod(st->cf_logger, "critical", "snO",
+                                      "Future %s in unexpected state: %s",
+                                      (Py_ssize_t)(uintptr_t)f,
+                                      st->state_names[s]);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    PyErr_SetString(PyExc_RuntimeError, "Future in unexpected state");
+    return -1;
+}
+
+void
+np_future_cancel_and_notify(np_state *st, np_future *f)
+{
+    np_rlock_lock(&f->lock);
+    uint32_t s = NPF_STATE(atomic_load(&f->state));
+    if (s == NPF_PENDING || s == NPF_CANCELLED) {
+        PyObject *cbs = become_done(f, NPF_CANCELLED_NOTIFIED,
+                                    st->str_add_cancelled);
+        np_rlock_unlock(&f->lock);
+        if (s == NPF_PENDING) {
+            run_callbacks(st, f, cbs);
+        }
+        else {
+            Py_XDECREF(cbs);
+        }
+        return;
+    }
+    np_rlock_unlock(&f->lock);
+}
+
+/* ---- allocation -------------------------------------------------------- */
+
+np_future *
+np_future_new(np_state *st)
+{
+    PyTypeObject *tp = st->future_type;
+    if (tp == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "nativepool is not initialised");
+        return NULL;
+    }
+    return (np_future *)tp->tp_alloc(tp, 0);   /* zeroed: PENDING */
+}
+
+static int
+future_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    np_future *f = NP_FUTURE(op);
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(f->result);
+    Py_VISIT(f->exception);
+    Py_VISIT(f->callbacks);
+    Py_VISIT(f->waiters);
+    Py_VISIT(f->fn);
+    Py_VISIT(f->args);
+    Py_VISIT(f->kwnames);
+    return 0;
+}
+
+static int
+future_clear(PyObject *op)
+{
+    np_future *f = NP_FUTURE(op);
+    Py_CLEAR(f->result);
+    Py_CLEAR(f->exception);
+    Py_CLEAR(f->callbacks);
+    Py_CLEAR(f->waiters);
+    Py_CLEAR(f->fn);
+    Py_CLEAR(f->args);
+    Py_CLEAR(f->kwnames);
+    return 0;
+}
+
+/* An exception nobody looked at is logged when the future goes away, so an
+ * error in a worker never vanishes (asyncio does the same). */
+static void
+future_finalize(PyObject *op)
+{
+    np_future *f = NP_FUTURE(op);
+    if (f->exception == NULL || f->retrieved) {
+        return;
+    }
+    np_state *st = np_state_from_type(Py_TYPE(op));
+    if (st == NULL || !st->log_unretrieved || st->np_logger == NULL) {
+        return;
+    }
+    PyObject *saved = np_fetch_exception();
+    PyObject *exc = f->exception;
+    Py_INCREF(exc);
+    np_log_exc(st->np_logger, "error",
+               "Future exception was never retrieved: %r", exc, exc);
+    Py_DECREF(exc);
+    if (saved != NULL) {
+        np_raise_exception(saved);
+        Py_DECREF(saved);
+    }
+}
+
+static void
+future_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    if (PyObject_CallFinalizerFromDealloc(op) < 0) {
+        return;   /* resurrected */
+    }
+    future_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static int
+future_init(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwargs && PyDict_GET_SIZE(kwargs))) {
+        PyErr_SetString(PyExc_TypeError, "Future() takes no arguments");
+        return -1;
+    }
+    (void)op;
+    return 0;
+}
+
+/* ---- the public methods ------------------------------------------------ */
+
+static np_state *
+fstate(PyObject *op)
+{
+    return np_state_from_type(Py_TYPE(op));
+}
+
+static PyObject *
+future_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    np_future *f = NP_FUTURE(op);
+    np_state *st = fstate(op);
+    np_rlock_lock(&f->lock);
+    uint32_t s = NPF_STATE(atomic_load(&f->state));
+    if (s == NPF_RUNNING || s == NPF_FINISHED) {
+        np_rlock_unlock(&f->lock);
+        Py_RETURN_FALSE;
+    }
+    if (s == NPF_CANCELLED || s == NPF_CANCELLED_NOTIFIED) {
+        np_rlock_unlock(&f->lock);
+        Py_RETURN_TRUE;
+    }
+    /* As in the stdlib, cancel() wakes result() callers but tells the
+     * stdlib waiters nothing: set_running_or_notify_cancel() does that. */
+    PyObject *cbs = become_done(f, NPF_CANCELLED, NULL);
+    np_rlock_unlock(&f->lock);
+    run_callbacks(st, f, cbs);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+future_cancelled(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    uint32_t s = NPF_STATE(atomic_load(&NP_FUTURE(op)->state));
+    return PyBool_FromLong(s == NPF_CANCELLED || s == NPF_CANCELLED_NOTIFIED);
+}
+
+static PyObject *
+future_running(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    uint32_t s = NPF_STATE(atomic_load(&NP_FUTURE(op)->state));
+    return PyBool_FromLong(s == NPF_RUNNING);
+}
+
+static PyObject *
+future_done(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(NPF_IS_DONE(atomic_load(&NP_FUTURE(op)->state)));
+}
+
+static PyObject *
+timeout_arg(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+            const char *fname, PyObject **timeout)
+{
+    static const char *const kws[] = {"timeout", NULL};
+    *timeout = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw > 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes at most 1 argument (%zd given)", fname,
+                     nargs + nkw);
+        return NULL;
+    }
+    if (nargs == 1) {
+        *timeout = args[0];
+    }
+    else if (nkw == 1) {
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0),
+                                             kws[0]) != 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got an unexpected keyword argument '%U'", fname,
+                         PyTuple_GET_ITEM(kwnames, 0));
+            return NULL;
+        }
+        *timeout = args[0];
+    }
+    return Py_None;
+}
+
+/* Wait for result()/exception(): 1 done, 0 timed out, -1 error. */
+static int
+wait_done(np_state *st, np_future *f, PyObject *timeout)
+{
+    int64_t deadline;
+    if (np_parse_timeout(st, timeout, &deadline) < 0) {
+        return -1;
+    }
+    return np_future_wait(f, deadline);
+}
+
+static PyObject *
+future_result(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+              PyObject *kwnames)
+{
+    np_future *f = NP_FUTURE(op);
+    uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+    if (NPF_STATE(s) == NPF_FINISHED && f->exception == NULL && nargs <= 1) {
+        /* The common case: done, no exception; skip argument parsing. */
+        PyObject *res = f->result ? f->result : Py_None;
+        Py_INCREF(res);
+        return res;
+    }
+    np_state *st = fstate(op);
+    PyObject *timeout;
+    if (timeout_arg(args, nargs, kwnames, "result", &timeout) == NULL) {
+        return NULL;
+    }
+    int r = NPF_IS_DONE(s) ? 1 : wait_done(st, f, timeout);
+    if (r < 0) {
+        return NULL;
+    }
+    if (r == 0) {
+        PyErr_SetNone(st->TimeoutError);
+        return NULL;
+    }
+    s = NPF_STATE(atomic_load_explicit(&f->state, memory_order_acquire));
+    if (s != NPF_FINISHED) {
+        PyErr_SetNone(st->CancelledError);
+        return NULL;
+    }
+    if (f->exception != NULL) {
+        f->retrieved = 1;
+        np_raise_exception(f->exception);
+        return NULL;
+    }
+    PyObject *res = f->result ? f->result : Py_None;
+    Py_INCREF(res);
+    return res;
+}
+
+static PyObject *
+future_exception(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames)
+{
+    np_future *f = NP_FUTURE(op);
+    np_state *st = fstate(op);
+    PyObject *timeout;
+    if (timeout_arg(args, nargs, kwnames, "exception", &timeout) == NULL) {
+        return NULL;
+    }
+    int r = wait_done(st, f, timeout);
+    if (r < 0) {
+        return NULL;
+    }
+    if (r == 0) {
+        PyErr_SetNone(st->TimeoutError);
+        return NULL;
+    }
+    uint32_t s = NPF_STATE(atomic_load_explicit(&f->state, memory_order_acquire));
+    if (s != NPF_FINISHED) {
+        PyErr_SetNone(st->CancelledError);
+        return NULL;
+    }
+    f->retrieved = 1;
+    PyObject *exc = f->exception ? f->exception : Py_None;
+    Py_INCREF(exc);
+    return exc;
+}
+
+static PyObject *
+future_add_done_callback(PyObject *op, PyObject *fn)
+{
+    np_future *f = NP_FUTURE(op);
+    np_rlock_lock(&f->lock);
+    if (!NPF_IS_DONE(atomic_load(&f->state))) {
+        int r = 0;
+        if (f->callbacks == NULL) {
+            f->callbacks = PyList_New(0);
+        }
+        r = f->callbacks ? PyList_Append(f->callbacks, fn) : -1;
+        np_rlock_unlock(&f->lock);
+        if (r < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    np_rlock_unlock(&f->lock);
+    call_callback(fstate(op), f, fn);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+future_set_running_or_notify_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    int r = np_future_set_running(fstate(op), NP_FUTURE(op));
+    if (r < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(r);
+}
+
+/* set_result/set_exception from Python: InvalidStateError on a done
+ * future, as concurrent.futures does since 3.8. */
+static PyObject *
+set_outcome(PyObject *op, PyObject *result, PyObject *exc)
+{
+    np_future *f = NP_FUTURE(op);
+    np_state *st = fstate(op);
+    np_rlock_lock(&f->lock);
+    uint32_t s = NPF_STATE(atomic_load(&f->state));
+    if (s == NPF_CANCELLED || s == NPF_CANCELLED_NOTIFIED || s == NPF_FINISHED) {
+        np_rlock_unlock(&f->lock);
+        PyErr_Format(st->InvalidStateError, "%U: %R", st->state_names[s], op);
+        return NULL;
+    }
+    Py_XINCREF(result);
+    Py_XINCREF(exc);
+    f->result = result;
+    f->exception = exc;
+    PyObject *cbs = become_done(f, NPF_FINISHED,
+                                exc ? st->str_add_exception : st->str_add_result);
+    np_rlock_unlock(&f->lock);
+    run_callbacks(st, f, cbs);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+future_set_result(PyObject *op, PyObject *result)
+{
+    return set_outcome(op, result, NULL);
+}
+
+static PyObject *
+future_set_exception(PyObject *op, PyObject *exc)
+{
+    return set_outcome(op, NULL, exc);
+}
+
+/* ---- what the stdlib helpers reach into --------------------------------- */
+
+static PyObject *
+get_state(PyObject *op, void *Py_UNUSED(closure))
+{
+    np_state *st = fstate(op);
+    PyObject *name = st->state_names[NPF_STATE(atomic_load(&NP_FUTURE(op)->state))];
+    Py_INCREF(name);
+    return name;
+}
+
+static PyObject *
+get_waiters(PyObject *op, void *Py_UNUSED(closure))
+{
+    np_future *f = NP_FUTURE(op);
+    /* Created under the lock: the stdlib only touches _waiters while it
+     * holds _condition, and so does our completion path. */
+    np_rlock_lock(&f->lock);
+    if (f->waiters == NULL) {
+        f->waiters = PyList_New(0);
+    }
+    PyObject *w = f->waiters;
+    Py_XINCREF(w);
+    np_rlock_unlock(&f->lock);
+    return w;
+}
+
+static PyObject *
+get_condition(PyObject *op, void *Py_UNUSED(closure))
+{
+    np_state *st = fstate(op);
+    PyObject *c = PyType_GenericAlloc(st->condition_type, 0);
+    if (c == NULL) {
+        return NULL;
+    }
+    Py_INCREF(op);
+    ((np_condition *)c)->future = op;
+    return c;
+}
+
+static PyObject *
+get_result(PyObject *op, void *Py_UNUSED(closure))
+{
+    np_future *f = NP_FUTURE(op);
+    if (NPF_STATE(atomic_load(&f->state)) != NPF_FINISHED || f->result == NULL) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(f->result);
+    return f->result;
+}
+
+static PyObject *
+get_exception(PyObject *op, void *Py_UNUSED(closure))
+{
+    np_future *f = NP_FUTURE(op);
+    if (NPF_STATE(atomic_load(&f->state)) != NPF_FINISHED || f->exception == NULL) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(f->exception);
+    return f->exception;
+}
+
+static PyObject *
+get_done_callbacks(PyObject *op, void *Py_UNUSED(closure))
+{
+    np_future *f = NP_FUTURE(op);
+    np_rlock_lock(&f->lock);
+    PyObject *r = f->callbacks ? PyList_GetSlice(f->callbacks, 0, PY_SSIZE_T_MAX)
+                               : PyList_New(0);
+    np_rlock_unlock(&f->lock);
+    return r;
+}
+
+static PyMethodDef future_methods[] = {
+    {"cancel", future_cancel, METH_NOARGS,
+     "cancel($self, /)\n--\n\nCancel the future if possible.\n\n"
+     "Returns True if the future was cancelled, False otherwise. A future\n"
+     "cannot be cancelled if it is running or has already completed."},
+    {"cancelled", future_cancelled, METH_NOARGS,
+     "cancelled($self, /)\n--\n\nReturn True if the future was cancelled."},
+    {"running", future_running, METH_NOARGS,
+     "running($self, /)\n--\n\nReturn True if the future is currently executing."},
+    {"done", future_done, METH_NOARGS,
+     "done($self, /)\n--\n\nReturn True if the future was cancelled or finished executing."},
+    {"result", (PyCFunction)(void (*)(void))future_result,
+     METH_FASTCALL | METH_KEYWORDS,
+     "result($self, /, timeout=None)\n--\n\n"
+     "Return the result of the call that the future represents.\n\n"
+     "Waits up to timeout seconds (forever if None); raises\n"
+     "CancelledError if the future was cancelled, TimeoutError if it did\n"
+     "not finish in time, or the exception the call raised."},
+    {"exception", (PyCFunction)(void (*)(void))future_exception,
+     METH_FASTCALL | METH_KEYWORDS,
+     "exception($self, /, timeout=None)\n--\n\n"
+     "Return the exception raised by the call that the future represents,\n"
+     "or None if it completed without raising."},
+    {"add_done_callback", future_add_done_callback, METH_O,
+     "add_done_callback($self, fn, /)\n--\n\n"
+     "Attach a callable called with the future when it is cancelled or\n"
+     "finishes (at once if it already has). Exceptions it raises are logged."},
+    {"set_running_or_notify_cancel", future_set_running_or_notify_cancel,
+     METH_NOARGS,
+     "set_running_or_notify_cancel($self, /)\n--\n\n"
+     "Mark the future as running or process any cancel notifications.\n\n"
+     "For executor implementations. Returns False if the future was\n"
+     "cancelled, True if it is now running."},
+    {"set_result", future_set_result, METH_O,
+     "set_result($self, result, /)\n--\n\nSet the return value of the work "
+     "associated with the future.\n\nFor executor implementations and tests."},
+    {"set_exception", future_set_exception, METH_O,
+     "set_exception($self, exception, /)\n--\n\nSet the result of the future "
+     "as being the given exception.\n\nFor executor implementations and tests."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef future_getset[] = {
+    {"_state", get_state, NULL, "the state name, as concurrent.futures spells it", NULL},
+    {"_condition", get_condition, NULL, "a Condition-like view of the future's lock", NULL},
+    {"_waiters", get_waiters, NULL, "the stdlib waiters (concurrent.futures.wait)", NULL},
+    {"_result", get_result, NULL, NULL, NULL},
+    {"_exception", get_exception, NULL, NULL, NULL},
+    {"_done_callbacks", get_done_callbacks, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot future_slots[] = {
+    {Py_tp_doc, "FutureBase()\n--\n\nThe C core of nativepool.Future."},
+    {Py_tp_init, future_init},
+    {Py_tp_dealloc, future_dealloc},
+    {Py_tp_finalize, future_finalize},
+    {Py_tp_traverse, future_traverse},
+    {Py_tp_clear, future_clear},
+    {Py_tp_methods, future_methods},
+    {Py_tp_getset, future_getset},
+    {0, NULL},
+};
+
+static PyType_Spec future_spec = {
+    .name = "nativepool._nativepool.FutureBase",
+    .basicsize = sizeof(np_future),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = future_slots,
+};
+
+/* ---- Future._condition ---------------------------------------------------
+ * Enough of threading.Condition for the stdlib helpers and for code that
+ * imitates them: the lock part is the future's own lock; wait() waits for
+ * the next state change; notify*() wake waiters to re-check. */
+
+
+static int
+cond_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(((np_condition *)op)->future);
+    return 0;
+}
+
+static int
+cond_clear(PyObject *op)
+{
+    Py_CLEAR(((np_condition *)op)->future);
+    return 0;
+}
+
+static void
+cond_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    cond_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+cond_acquire(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    static char *kws[] = {"blocking", "timeout", NULL};
+    int blocking = 1;
+    double timeout = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|pd:acquire", kws,
+                                     &blocking, &timeout)) {
+        return NULL;
+    }
+    np_rlock *l = &COND_FUTURE(op)->lock;
+    int64_t deadline = NP_FOREVER;
+    if (!blocking) {
+        deadline = np_monotonic_ns();
+    }
+    else if (timeout >= 0) {
+        deadline = np_deadline_after(timeout);
+    }
+    int r = np_rlock_lock_until(l, deadline);
+    if (r < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(r);
+}
+
+static PyObject *
+cond_release(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    if (np_rlock_unlock(&COND_FUTURE(op)->lock) < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot release un-acquired lock");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+cond_enter(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    np_rlock_lock(&COND_FUTURE(op)->lock);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+cond_exit(PyObject *op, PyObject *Py_UNUSED(args))
+{
+    return cond_release(op, NULL);
+}
+
+static PyObject *
+cond_is_owned(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(np_rlock_is_owned(&COND_FUTURE(op)->lock));
+}
+
+/* wait(timeout=None): release the lock fully, wait for the state word to
+ * change (or a notify), take the lock back at its old depth. */
+static PyObject *
+cond_wait(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    static char *kws[] = {"timeout", NULL};
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:wait", kws, &timeout)) {
+        return NULL;
+    }
+    np_future *f = COND_FUTURE(op);
+    np_state *st = np_state_from_type(Py_TYPE(f));
+    if (!np_rlock_is_owned(&f->lock)) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot wait on un-acquired lock");
+        return NULL;
+    }
+    int64_t deadline;
+    if (np_parse_timeout(st, timeout, &deadline) < 0) {
+        return NULL;
+    }
+    uint32_t s = atomic_load(&f->state);
+    unsigned long depth = f->lock.count;
+    f->lock.count = 1;
+    np_rlock_unlock(&f->lock);
+    int r = 1;
+    /* Announce, then sleep once: a failed CAS means the state changed,
+     * which is itself the wakeup.  Like Condition.wait, callers re-check. */
+    if ((s & NPF_SLEEPERS) ||
+        atomic_compare_exchange_strong(&f->state, &s, s | NPF_SLEEPERS)) {
+        r = np_wait_word(&f->state, s | NPF_SLEEPERS, deadline);
+    }
+    np_rlock_lock(&f->lock);
+    f->lock.count = depth;
+    if (r < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(r != 0);
+}
+
+static PyObject *
+cond_notify_all(PyObject *op, PyObject *Py_UNUSED(args))
+{
+    np_future *f = COND_FUTURE(op);
+    uint32_t s = atomic_fetch_and(&f->state, ~(uint32_t)NPF_SLEEPERS);
+    if (s & NPF_SLEEPERS) {
+        np_futex_wake(&f->state, INT32_MAX);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef cond_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))cond_acquire,
+     METH_VARARGS | METH_KEYWORDS,
+     "acquire($self, /, blocking=True, timeout=-1)\n--\n\n"},
+    {"release", cond_release, METH_NOARGS, "release($self, /)\n--\n\n"},
+    {"__enter__", cond_enter, METH_NOARGS, NULL},
+    {"__exit__", cond_exit, METH_VARARGS, NULL},
+    {"_is_owned", cond_is_owned, METH_NOARGS, NULL},
+    {"wait", (PyCFunction)(void (*)(void))cond_wait,
+     METH_VARARGS | METH_KEYWORDS, "wait($self, /, timeout=None)\n--\n\n"},
+    {"notify", cond_notify_all, METH_VARARGS, "notify($self, /, n=1)\n--\n\n"},
+    {"notify_all", cond_notify_all, METH_NOARGS, "notify_all($self, /)\n--\n\n"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot cond_slots[] = {
+    {Py_tp_doc, "The _condition of a nativepool.Future: its lock, as a "
+                "threading.Condition."},
+    {Py_tp_dealloc, cond_dealloc},
+    {Py_tp_traverse, cond_traverse},
+    {Py_tp_clear, cond_clear},
+    {Py_tp_methods, cond_methods},
+    {0, NULL},
+};
+
+static PyType_Spec cond_spec = {
+    .name = "nativepool._nativepool.FutureCondition",
+    .basicsize = sizeof(np_condition),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = cond_slots,
+};
+
+int
+np_future_types_init(PyObject *module, np_state *st)
+{
+    st->future_base_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &future_spec, NULL);
+    if (st->future_base_type == NULL) {
+        return -1;
+    }
+    st->condition_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &cond_spec, NULL);
+    if (st->condition_type == NULL) {
+        return -1;
+    }
+    return np_module_add(module, "FutureBase", (PyObject *)st->future_base_type);
+}

@@ -1,0 +1,658 @@
+/* mapjob.c -- ThreadPool.map without a future per item.
+ *
+ * The stdlib's map() is a submit() per item plus a generator that calls
+ * result() on each future in turn: a future, a work item, a Condition and a
+ * queue round trip per element.  Here a map call is one job:
+ *
+ *   consumer (the caller's thread)              runners (pool tasks)
+ *   ------------------------------              --------------------
+ *   pulls inputs (eagerly, or lazily       -->  claim the next published
+ *   with buffersize), publishes them            slot, call fn, store the
+ *   into slots                                  outcome, wake the consumer
+ *   reads slots in order, waits on the     <--  only if it sleeps on that
+ *   job's event word when one is not done       very slot
+ *
+ * Only the consumer ever touches the user's iterators (as in the stdlib,
+ * where they are advanced by map() and by the result generator), so a
+ * generator as input is never advanced from two threads.
+ *
+ * Up to max_workers runner tasks serve one job; each claims items one at a
+ * time, so slow (I/O-bound) calls spread over the workers exactly as
+ * separate submits would, while fast calls run back to back on whichever
+ * worker holds the GIL.
+ *
+ * Slots: in eager mode a flat array of every item; with buffersize a ring of
+ * a power-of-two size > buffersize (the stdlib keeps at most buffersize + 1
+ * calls in flight: it submits the next input before waiting for a result).
+ */
+#include "np_module.h"
+
+#include <stdlib.h>
+
+enum {
+    SLOT_EMPTY = 0,
+    SLOT_QUEUED,      /* published, not claimed */
+    SLOT_RUNNING,     /* claimed by a runner */
+    SLOT_OK,          /* value is the result */
+    SLOT_FAILED,      /* value is the exception */
+    SLOT_CANCELLED,   /* never ran: shutdown(cancel_futures=True) */
+};
+
+typedef struct {
+    PyObject *args;             /* the item, or a tuple when star */
+    PyObject *value;            /* result or exception once done */
+    _Atomic uint32_t state;
+} map_slot;
+
+typedef struct map_job {
+    _Atomic Py_ssize_t refs;    /* the iterator + one per runner task */
+    np_mutex lock;              /* guards published, claimed, runners, stopped */
+    PyObject *fn;
+    int star;                   /* several iterables: fn(*args) */
+    map_slot *slots;
+    uint64_t mask;              /* ring index mask; UINT64_MAX: flat array */
+    uint64_t published;         /* items made available (consumer writes) */
+    uint64_t claimed;           /* items taken by runners */
+    size_t runners;             /* runner tasks queued or running */
+    size_t max_runners;
+    int stopped;                /* the consumer gave up: claim nothing more */
+    np_core *core;
+    /* The consumer sleeps on `event` after storing the index it waits for,
+     * plus one, in `waiting_for`.  A runner that completes exactly that item
+     * clears waiting_for and bumps event; so a fast map wakes the consumer
+     * once per sleep, not once per item. */
+    _Atomic uint32_t event;
+    _Atomic uint64_t waiting_for;
+} map_job;
+
+typedef struct {
+    np_pytask task;
+    map_job *job;
+    int64_t current;            /* claimed item being run, or -1 */
+} map_runner;
+
+static inline map_slot *
+slot_at(map_job *job, uint64_t i)
+{
+    return &job->slots[i & job->mask];
+}
+
+static void
+job_decref(map_job *job)
+{
+    if (atomic_fetch_sub(&job->refs, 1) != 1) {
+        return;
+    }
+    uint64_t n = job->mask == UINT64_MAX ? job->published : job->mask + 1;
+    for (uint64_t i = 0; i < n; i++) {
+        Py_XDECREF(job->slots[i].args);
+        Py_XDECREF(job->slots[i].value);
+    }
+    PyMem_Free(job->slots);
+    Py_XDECREF(job->fn);
+    Py_XDECREF((PyObject *)job->core);
+    PyMem_Free(job);
+}
+
+/* Store an outcome and wake the consumer if it sleeps on this item. */
+static void
+complete_slot(map_job *job, uint64_t i, uint32_t state, PyObject *value)
+{
+    map_slot *slot = slot_at(job, i);
+    slot->value = value;
+    /* seq_cst store, then seq_cst load of waiting_for: paired with the
+     * consumer's store of waiting_for then load of the state, one of the
+     * two sees the other (no lost wakeup). */
+    atomic_store(&slot->state, state);
+    uint64_t want = i + 1;
+    if (atomic_load(&job->waiting_for) == want &&
+        atomic_compare_exchange_strong(&job->waiting_for, &want, 0)) {
+        atomic_fetch_add(&job->event, 1);
+        np_futex_wake(&job->event, 1);
+    }
+}
+
+/* Give up on every published item nobody claimed.  Job lock held. */
+static void
+drop_unclaimed(map_job *job, PyObject *exc)
+{
+    while (job->claimed < job->published) {
+        uint64_t i = job->claimed++;
+        Py_CLEAR(slot_at(job, i)->args);
+        Py_XINCREF(exc);
+        complete_slot(job, i, exc ? SLOT_FAILED : SLOT_CANCELLED, exc);
+    }
+}
+
+/* ---- runners ----------------------------------------------------------- */
+
+static void
+runner_run(np_task *t, void *Py_UNUSED(worker))
+{
+    map_runner *r = (map_runner *)t;
+    map_job *job = r->job;
+    for (;;) {
+        np_mutex_lock(&job->lock);   /* held for a few instructions only */
+        if (job->stopped || job->claimed == job->published ||
+            atomic_load_explicit(&job->core->cancel_all, memory_order_relaxed)) {
+            if (!job->stopped &&
+                atomic_load_explicit(&job->core->cancel_all, memory_order_relaxed)) {
+                drop_unclaimed(job, NULL);
+            }
+            job->runners--;
+            np_mutex_unlock(&job->lock);
+            return;
+        }
+        uint64_t i = job->claimed++;
+        np_mutex_unlock(&job->lock);
+
+        map_slot *slot = slot_at(job, i);
+        PyObject *args = slot->args;
+        slot->args = NULL;
+        atomic_store_explicit(&slot->state, SLOT_RUNNING, memory_order_relaxed);
+        r->current = (int64_t)i;
+        PyObject *res;
+        if (job->star) {
+            res = PyObject_Vectorcall(job->fn, &PyTuple_GET_ITEM(args, 0),
+                                      PyTuple_GET_SIZE(args), NULL);
+        }
+        else {
+            res = PyObject_Vectorcall(job->fn, &args, 1, NULL);
+        }
+        Py_DECREF(args);
+        if (res != NULL) {
+            complete_slot(job, i, SLOT_OK, res);
+        }
+        else {
+            complete_slot(job, i, SLOT_FAILED, np_fetch_exception());
+        }
+        r->current = -1;
+    }
+}
+
+static void
+runner_release(np_task *t, void *Py_UNUSED(worker))
+{
+    map_runner *r = (map_runner *)t;
+    job_decref(r->job);
+    PyMem_Free(r);
+}
+
+/* The pool gave the runner back (shutdown with cancel_futures, a broken
+ * pool, or a fork): if it was the last one, nobody will run what is left. */
+static void
+runner_abandon(np_pytask *t, PyObject *exc)
+{
+    map_runner *r = (map_runner *)t;
+    map_job *job = r->job;
+    np_mutex_lock(&job->lock);
+    if (r->current >= 0) {
+        /* Orphaned mid-call by fork: that call will never return here. */
+        Py_XINCREF(exc);
+        complete_slot(job, (uint64_t)r->current, exc ? SLOT_FAILED : SLOT_CANCELLED,
+                      exc);
+        r->current = -1;
+    }
+    job->runners--;
+    if (job->runners == 0 && !job->stopped) {
+        drop_unclaimed(job, exc);
+    }
+    np_mutex_unlock(&job->lock);
+}
+
+/* Queue one more runner.  Job lock NOT held (submit may start a thread). */
+static int
+add_runner(map_job *job)
+{
+    map_runner *r = PyMem_Malloc(sizeof(*r));
+    if (r == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    r->task.base.run = runner_run;
+    r->task.base.release = runner_release;
+    r->task.abandon = runner_abandon;
+    r->job = job;
+    r->current = -1;
+    atomic_fetch_add(&job->refs, 1);
+    if (np_core_submit(job->core, &r->task) < 0) {
+        atomic_fetch_sub(&job->refs, 1);
+        PyMem_Free(r);
+        return -1;
+    }
+    return 0;
+}
+
+/* After publishing: add runners while there is more unclaimed work than
+ * runners to do it, up to max_workers. */
+static int
+add_runners(map_job *job)
+{
+    for (;;) {
+        np_mutex_lock(&job->lock);
+        int need = job->published - job->claimed > job->runners &&
+                   job->runners < job->max_runners;
+        if (need) {
+            job->runners++;
+        }
+        np_mutex_unlock(&job->lock);
+        if (!need) {
+            return 0;
+        }
+        if (add_runner(job) < 0) {
+            np_mutex_lock(&job->lock);
+            job->runners--;
+            np_mutex_unlock(&job->lock);
+            return -1;
+        }
+    }
+}
+
+/* ---- the iterator ------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    map_job *job;
+    PyObject *pool;             /* keeps the pool, so its workers, alive */
+    PyObject *iters;            /* buffersize mode, until exhausted */
+    int64_t deadline;
+    Py_ssize_t buffersize;      /* 0: eager */
+    uint64_t consumed;
+    int busy;
+} map_iter;
+
+/* Next zipped input: a new reference, or NULL with or without an error. */
+static PyObject *
+next_args(PyObject *iters, int star)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(iters);
+    if (!star) {
+        return PyIter_Next(PyTuple_GET_ITEM(iters, 0));
+    }
+    PyObject *args = PyTuple_New(n);
+    if (args == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *item = PyIter_Next(PyTuple_GET_ITEM(iters, k));
+        if (item == NULL) {
+            Py_DECREF(args);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(args, k, item);
+    }
+    return args;
+}
+
+/* Stop the job (the stdlib's `finally: cancel remaining futures`). */
+static void
+iter_finish(map_iter *it)
+{
+    Py_CLEAR(it->iters);
+    if (it->job != NULL) {
+        map_job *job = it->job;
+        it->job = NULL;
+        np_mutex_lock(&job->lock);
+        job->stopped = 1;
+        np_mutex_unlock(&job->lock);
+        job_decref(job);
+    }
+}
+
+/* buffersize mode: publish one more input into the ring. 1 published,
+ * 0 input exhausted, -1 error. */
+static int
+publish_next(map_iter *it)
+{
+    map_job *job = it->job;
+    PyObject *args = next_args(it->iters, job->star);
+    if (args == NULL) {
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        Py_CLEAR(it->iters);
+        return 0;
+    }
+    if (np_core_check_open(job->core) < 0) {
+        Py_DECREF(args);
+        return -1;
+    }
+    np_mutex_lock(&job->lock);
+    map_slot *slot = slot_at(job, job->published);
+    slot->args = args;
+    atomic_store_explicit(&slot->state, SLOT_QUEUED, memory_order_relaxed);
+    job->published++;
+    np_mutex_unlock(&job->lock);
+    return add_runners(job) < 0 ? -1 : 1;
+}
+
+static PyObject *
+iter_next(PyObject *op)
+{
+    map_iter *it = (map_iter *)op;
+    map_job *job = it->job;
+    if (job == NULL) {
+        return NULL;
+    }
+    if (it->busy) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
+    it->busy = 1;
+    PyObject *value = NULL;
+    np_state *st = job->core->st;
+
+    if (it->iters != NULL && publish_next(it) < 0) {
+        goto fail;
+    }
+    if (it->consumed == job->published) {   /* published: consumer's own */
+        iter_finish(it);
+        it->busy = 0;
+        return NULL;
+    }
+    uint64_t i = it->consumed;
+    map_slot *slot = slot_at(job, i);
+    uint32_t s;
+    while ((s = atomic_load(&slot->state)) < SLOT_OK) {
+        atomic_store(&job->waiting_for, i + 1);
+        uint32_t ev = atomic_load(&job->event);
+        if ((s = atomic_load(&slot->state)) >= SLOT_OK) {
+            break;
+        }
+        int r = np_wait_word(&job->event, ev, it->deadline);
+        atomic_store(&job->waiting_for, 0);
+        if (r < 0) {
+            goto fail;     /* Ctrl-C: the stdlib generator stops too */
+        }
+        if (r == 0 && atomic_load(&slot->state) < SLOT_OK) {
+            PyErr_SetNone(st->TimeoutError);
+            goto fail;
+        }
+    }
+    value = slot->value;
+    slot->value = NULL;
+    atomic_store_explicit(&slot->state, SLOT_EMPTY, memory_order_relaxed);
+    it->consumed++;
+    if (s == SLOT_OK) {
+        it->busy = 0;
+        return value;
+    }
+    if (s == SLOT_FAILED) {
+        np_raise_exception(value);
+        Py_DECREF(value);
+    }
+    else {
+        PyErr_SetNone(st->CancelledError);
+    }
+fail:
+    iter_finish(it);
+    it->busy = 0;
+    return NULL;
+}
+
+static PyObject *
+iter_close(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    map_iter *it = (map_iter *)op;
+    if (it->busy) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
+    iter_finish(it);
+    Py_RETURN_NONE;
+}
+
+static int
+iter_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    map_iter *it = (map_iter *)op;
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(it->pool);
+    Py_VISIT(it->iters);
+    return 0;
+}
+
+static int
+iter_clear(PyObject *op)
+{
+    map_iter *it = (map_iter *)op;
+    iter_finish(it);
+    Py_CLEAR(it->pool);
+    return 0;
+}
+
+static void
+iter_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    iter_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef iter_methods[] = {
+    {"close", iter_close, METH_NOARGS,
+     "close($self, /)\n--\n\nStop: calls not yet started are cancelled."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot iter_slots[] = {
+    {Py_tp_doc, "The results of ThreadPool.map(), in order."},
+    {Py_tp_dealloc, iter_dealloc},
+    {Py_tp_traverse, iter_traverse},
+    {Py_tp_clear, iter_clear},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, iter_next},
+    {Py_tp_methods, iter_methods},
+    {0, NULL},
+};
+
+static PyType_Spec iter_spec = {
+    .name = "nativepool._nativepool.MapIterator",
+    .basicsize = sizeof(map_iter),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = iter_slots,
+};
+
+int
+np_mapiter_type_init(PyObject *module, np_state *st)
+{
+    st->mapiter_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &iter_spec, NULL);
+    return st->mapiter_type == NULL ? -1 : 0;
+}
+
+/* ---- map() ------------------------------------------------------------- */
+
+static int
+parse_map_kwargs(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                 PyObject **timeout, Py_ssize_t *buffersize)
+{
+    *timeout = Py_None;
+    *buffersize = 0;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *bs = Py_None;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        PyObject *v = args[nargs + k];
+        if (PyUnicode_CompareWithASCIIString(name, "timeout") == 0) {
+            *timeout = v;
+        }
+        else if (PyUnicode_CompareWithASCIIString(name, "chunksize") == 0) {
+            /* Ignored by thread pools, as in the stdlib. */
+        }
+        else if (PyUnicode_CompareWithASCIIString(name, "buffersize") == 0) {
+            bs = v;
+        }
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "map() got an unexpected keyword argument '%U'", name);
+            return -1;
+        }
+    }
+    if (bs != Py_None) {
+        if (!PyLong_Check(bs)) {
+            PyErr_SetString(PyExc_TypeError, "buffersize must be an integer or None");
+            return -1;
+        }
+        *buffersize = PyLong_AsSsize_t(bs);
+        if (*buffersize == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (*buffersize < 1) {
+            PyErr_SetString(PyExc_ValueError, "buffersize must be None or > 0");
+            return -1;
+        }
+        if ((size_t)*buffersize > ((size_t)1 << 40)) {
+            PyErr_SetString(PyExc_OverflowError, "buffersize is too large");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Eager mode: read every input now, as the stdlib's list of submits does.
+ * If an input raises part-way, what was read still runs (the stdlib had
+ * submitted it) and map() raises.  Returns 0, or -1 with an exception (the
+ * job then holds what was read). */
+static int
+read_all(map_job *job, PyObject *iters)
+{
+    uint64_t cap = 0;
+    for (;;) {
+        PyObject *args = next_args(iters, job->star);
+        if (args == NULL) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        if (job->published == cap) {
+            uint64_t ncap = cap ? cap * 2 : 64;
+            map_slot *ns = PyMem_Realloc(job->slots, ncap * sizeof(map_slot));
+            if (ns == NULL) {
+                Py_DECREF(args);
+                PyErr_NoMemory();
+                return -1;
+            }
+            job->slots = ns;
+            cap = ncap;
+        }
+        map_slot *slot = &job->slots[job->published];
+        slot->args = args;
+        slot->value = NULL;
+        atomic_init(&slot->state, SLOT_QUEUED);
+        job->published++;
+    }
+}
+
+PyObject *
+np_map(PyObject *pool, np_core *core, PyObject *const *args, Py_ssize_t nargs,
+       PyObject *kwnames)
+{
+    np_state *st = core->st;
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError,
+                        "map() missing 1 required positional argument: 'fn'");
+        return NULL;
+    }
+    PyObject *fn = args[0], *timeout;
+    Py_ssize_t buffersize;
+    if (parse_map_kwargs(args, nargs, kwnames, &timeout, &buffersize) < 0) {
+        return NULL;
+    }
+    if (!PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError,
+                     "map() argument 'fn' must be callable, not %.200s",
+                     Py_TYPE(fn)->tp_name);
+        return NULL;
+    }
+    int64_t deadline;
+    if (np_parse_timeout(st, timeout, &deadline) < 0) {
+        return NULL;
+    }
+    if (np_core_check_open(core) < 0) {
+        return NULL;
+    }
+    Py_ssize_t niter = nargs - 1;
+    PyObject *iters = PyTuple_New(niter);
+    if (iters == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < niter; k++) {
+        PyObject *itk = PyObject_GetIter(args[k + 1]);
+        if (itk == NULL) {
+            Py_DECREF(iters);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(iters, k, itk);
+    }
+
+    map_job *job = PyMem_Calloc(1, sizeof(map_job));
+    map_iter *it = job ? PyObject_GC_New(map_iter, st->mapiter_type) : NULL;
+    if (it == NULL) {
+        PyMem_Free(job);
+        Py_DECREF(iters);
+        return PyErr_NoMemory();
+    }
+    Py_INCREF(st->mapiter_type);
+    atomic_init(&job->refs, 1);
+    Py_INCREF(fn);
+    job->fn = fn;
+    job->star = niter != 1;
+    job->mask = UINT64_MAX;
+    job->max_runners = (size_t)core->max_workers;
+    Py_INCREF(core);
+    job->core = core;
+    it->job = job;
+    Py_INCREF(pool);
+    it->pool = pool;
+    it->iters = NULL;
+    it->deadline = deadline;
+    it->buffersize = buffersize;
+    it->consumed = 0;
+    it->busy = 0;
+    PyObject_GC_Track((PyObject *)it);
+
+    if (niter == 0) {        /* zip() of nothing: no calls */
+        Py_DECREF(iters);
+        return (PyObject *)it;
+    }
+    if (buffersize == 0) {
+        int r = read_all(job, iters);
+        Py_DECREF(iters);
+        if (r < 0) {
+            PyObject *exc = np_fetch_exception();
+            (void)add_runners(job);   /* what was read still runs */
+            PyErr_Clear();
+            it->job = NULL;            /* but nobody will read it */
+            job_decref(job);
+            Py_DECREF(it);
+            np_raise_exception(exc);
+            Py_DECREF(exc);
+            return NULL;
+        }
+        if (add_runners(job) < 0) {
+            Py_DECREF(it);
+            return NULL;
+        }
+        return (PyObject *)it;
+    }
+    uint64_t cap = 2;
+    while (cap < (uint64_t)buffersize + 1) {
+        cap *= 2;
+    }
+    job->slots = PyMem_Calloc(cap, sizeof(map_slot));
+    if (job->slots == NULL) {
+        Py_DECREF(iters);
+        Py_DECREF(it);
+        return PyErr_NoMemory();
+    }
+    job->mask = cap - 1;
+    it->iters = iters;
+    for (Py_ssize_t k = 0; k < buffersize && it->iters != NULL; k++) {
+        if (publish_next(it) < 0) {
+            Py_DECREF(it);
+            return NULL;
+        }
+    }
+    return (PyObject *)it;
+}

@@ -1,0 +1,267 @@
+/*
+ * np_module.h -- what the binding layer's files share: module state, the
+ * future object, the task types the pool runs, and the blocking helpers.
+ *
+ * GIL rules for this layer (it owns every GIL transition):
+ *   - Every function here is called with the GIL held unless its comment
+ *     says otherwise.
+ *   - Anything that may block releases the GIL around the blocking part and,
+ *     in the main thread, turns EINTR into Python signal handling (Ctrl-C).
+ *   - No C lock of ours is held while Python code runs, except a future's
+ *     own lock while the stdlib waiter protocol runs (add_result & co.),
+ *     exactly as concurrent.futures holds the future's Condition there.
+ */
+#ifndef NP_MODULE_H
+#define NP_MODULE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "np_pool.h"
+#include "np_sync.h"
+
+/* ---- module state ------------------------------------------------------ */
+
+typedef struct np_state {
+    PyTypeObject *future_base_type;  /* _nativepool.FutureBase (C layout) */
+    PyTypeObject *future_type;       /* nativepool.Future, set by _setup */
+    PyTypeObject *condition_type;    /* the object behind Future._condition */
+    PyTypeObject *core_type;         /* _nativepool.PoolCore */
+    PyTypeObject *pool_type;         /* _nativepool.ThreadPoolBase */
+    PyTypeObject *mapiter_type;      /* _nativepool.MapIterator */
+
+    /* The stdlib's exception classes: we raise exactly those. */
+    PyObject *CancelledError;
+    PyObject *TimeoutError;
+    PyObject *InvalidStateError;
+    PyObject *BrokenThreadPool;
+
+    PyObject *cf_logger;             /* logging.getLogger("concurrent.futures") */
+    PyObject *np_logger;             /* logging.getLogger("nativepool") */
+    PyObject *spawn_thread;          /* python/nativepool: start a worker thread */
+    PyObject *state_names[5];        /* 'PENDING', ... as concurrent.futures spells them */
+
+    PyObject *str_add_result, *str_add_exception, *str_add_cancelled;
+    PyObject *str_join;
+
+    double timeout_max;              /* threading.TIMEOUT_MAX */
+    int log_unretrieved;             /* log exceptions nobody retrieved */
+    int interpreter_exiting;         /* set by the atexit hook */
+} np_state;
+
+extern PyModuleDef np_moduledef;
+
+/* The module state for an object whose type is one of ours or a subclass
+ * (a Python subclass has no module of its own: walk the MRO). */
+np_state *np_state_from_type(PyTypeObject *tp);
+
+/* logger.<level>(msg[, arg], exc_info=exc): never raises (a failure to log
+ * is reported as unraisable); the error indicator must be clear. */
+void np_log_exc(PyObject *logger, const char *level, const char *msg,
+                PyObject *arg, PyObject *exc);
+
+/* PyModule_AddObjectRef for 3.9: add obj (borrowed) as module.name. */
+int np_module_add(PyObject *module, const char *name, PyObject *obj);
+
+/* ---- exceptions across versions -----------------------------------------
+ * 3.12 deprecated PyErr_Fetch; these give one spelling for all versions. */
+
+/* Take the raised exception (a new reference, normalized, its traceback
+ * attached as __traceback__) and clear the error indicator. */
+static inline PyObject *
+np_fetch_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) {
+        return NULL;
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+/* Raise exc (borrowed) with its own traceback, as `raise exc` would; a
+ * class is instantiated; anything else is the TypeError `raise` gives. */
+static inline void
+np_raise_exception(PyObject *exc)
+{
+    if (PyExceptionInstance_Check(exc)) {
+#if PY_VERSION_HEX >= 0x030C0000
+        Py_INCREF(exc);
+        PyErr_SetRaisedException(exc);
+#else
+        PyObject *tb = PyException_GetTraceback(exc);   /* new ref or NULL */
+        Py_INCREF(Py_TYPE(exc));
+        Py_INCREF(exc);
+        PyErr_Restore((PyObject *)Py_TYPE(exc), exc, tb);
+#endif
+    }
+    else if (PyExceptionClass_Check(exc)) {
+        PyErr_SetNone(exc);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError,
+                        "exceptions must derive from BaseException");
+    }
+}
+
+/* ---- tasks ------------------------------------------------------------- */
+
+/* Every task the binding queues starts with this.  abandon() is called, with
+ * the GIL, instead of run() when the pool gives the task back: exc NULL means
+ * cancelled (shutdown(cancel_futures=True)), else fail it with exc.  The
+ * caller calls release() afterwards. */
+typedef struct np_pytask {
+    np_task base;
+    void (*abandon)(struct np_pytask *task, PyObject *exc);
+} np_pytask;
+
+/* Abandon and release every task of a list returned by the runtime. */
+void np_abandon_tasks(np_task *list, PyObject *exc);
+
+/* ---- futures ----------------------------------------------------------- */
+
+/* The state word of a future: one of the five states of
+ * concurrent.futures, plus a bit that says "someone sleeps on this word".
+ *
+ *      PENDING --set_running--> RUNNING --set_result/exception--> FINISHED
+ *         |  \______________________set_result/exception_________/^
+ *         | cancel()
+ *         v
+ *      CANCELLED --set_running_or_notify_cancel--> CANCELLED_AND_NOTIFIED
+ *         (stdlib waiters are told only at that second step, as in the
+ *          stdlib; our own shutdown(cancel_futures=True) does both)
+ *
+ * Transitions happen under the future's lock (so they are atomic with the
+ * stdlib's wait()/as_completed(), which hold _condition while they look at
+ * _state and install a waiter).  Reads need no lock.  Sleepers set
+ * NPF_SLEEPERS with a CAS and futex-wait on the word; a transition to a done
+ * state exchanges the word and wakes them if the bit was set. */
+enum {
+    NPF_PENDING = 0,
+    NPF_RUNNING = 1,
+    NPF_CANCELLED = 2,
+    NPF_CANCELLED_NOTIFIED = 3,
+    NPF_FINISHED = 4,
+    NPF_STATE_MASK = 7,
+    NPF_SLEEPERS = 8,
+};
+
+#define NPF_STATE(word) ((word) & NPF_STATE_MASK)
+#define NPF_IS_DONE(word) (NPF_STATE(word) >= NPF_CANCELLED)
+
+/* A recursive lock, as threading.Condition() uses an RLock: the stdlib
+ * waiter protocol and user code may take _condition and then call a future
+ * method that takes it again. */
+typedef struct {
+    np_mutex mutex;
+    _Atomic unsigned long owner;     /* pthread_self() of the owner, or 0 */
+    unsigned long count;             /* only touched by the owner */
+} np_rlock;
+
+typedef struct np_future {
+    PyObject_HEAD
+    np_pytask task;                  /* when the future is its own pool task */
+    _Atomic uint32_t state;
+    np_rlock lock;
+    uint8_t retrieved;               /* result()/exception() saw the exception */
+    PyObject *result;
+    PyObject *exception;
+    PyObject *callbacks;             /* list, or NULL */
+    PyObject *waiters;               /* stdlib waiters (list), or NULL */
+    /* the call, for a future that is a task; cleared once it ran */
+    PyObject *fn;
+    PyObject *args;                  /* positional then keyword values */
+    PyObject *kwnames;               /* tuple or NULL */
+    Py_ssize_t nargs;
+    struct np_core *core;            /* borrowed while queued/running */
+} np_future;
+
+#define NP_FUTURE(op) ((np_future *)(op))
+
+int np_future_types_init(PyObject *module, np_state *st);
+
+/* A new pending future of the registered nativepool.Future class. */
+np_future *np_future_new(np_state *st);
+
+/* PENDING -> RUNNING; for a cancelled future, CANCELLED ->
+ * CANCELLED_AND_NOTIFIED with waiters told.  Returns 1, 0 (cancelled) or -1
+ * with an exception (unexpected state). */
+int np_future_set_running(np_state *st, np_future *f);
+
+/* Finish with a result (steals the reference) or with the current
+ * exception (fetched here, traceback attached).  Runs the waiters and the
+ * done callbacks.  Never fails: problems in callbacks are logged. */
+void np_future_finish_result(np_state *st, np_future *f, PyObject *result);
+void np_future_finish_exception(np_state *st, np_future *f, PyObject *exc);
+/* Cancel and notify in one step (a queued future the pool gives back). */
+void np_future_cancel_and_notify(np_state *st, np_future *f);
+
+/* ---- blocking ---------------------------------------------------------- */
+
+/* Parse a Python timeout the way threading.Condition.wait does: None is
+ * forever; a number <= 0 (or NaN) means "do not block"; too large is
+ * OverflowError.  Returns 0 and sets *deadline_ns, or -1 with an exception. */
+int np_parse_timeout(np_state *st, PyObject *timeout, int64_t *deadline_ns);
+
+/* Wait, GIL released, until *word != expected or the deadline.  Returns 1 if
+ * woken or the value changed, 0 on timeout, -1 with an exception if a signal
+ * handler raised (Ctrl-C).  Callers loop on their own predicate. */
+int np_wait_word(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns);
+
+/* The future's recursive lock.  _lock blocks with the GIL released if it
+ * must, and never fails; _lock_until is the interruptible form for
+ * Python's _condition.acquire: 1 acquired, 0 timed out, -1 exception. */
+void np_rlock_lock(np_rlock *l);
+int np_rlock_lock_until(np_rlock *l, int64_t deadline_ns);
+int np_rlock_unlock(np_rlock *l);   /* -1 (no exception set) if not owner */
+int np_rlock_is_owned(np_rlock *l);
+
+/* Wait until the future is done.  1 done, 0 timeout, -1 exception. */
+int np_future_wait(np_future *f, int64_t deadline_ns);
+
+/* ---- the pool ---------------------------------------------------------- */
+
+typedef struct np_core {
+    PyObject_HEAD
+    np_pool *pool;
+    np_state *st;
+    PyObject *initializer;           /* or NULL */
+    PyObject *initargs;              /* tuple */
+    PyObject *threads;               /* list of threading.Thread */
+    PyObject *prefix;                /* thread name prefix (str) */
+    PyObject *broken;                /* message (str) once broken, or NULL */
+    PyObject *weakreflist;
+    Py_ssize_t max_workers;
+    Py_ssize_t spawned;              /* threads ever started */
+    int shutdown;
+    _Atomic int cancel_all;          /* shutdown(cancel_futures=True) seen */
+} np_core;
+
+int np_pool_types_init(PyObject *module, np_state *st);
+int np_mapiter_type_init(PyObject *module, np_state *st);
+
+/* Queue a task on the core's pool, raising the stdlib's error if the pool
+ * is shut down or broken.  0 queued, -1 exception (task not queued). */
+int np_core_submit(np_core *core, np_pytask *task);
+
+/* The raise-if-closed checks of submit(), alone: 0 open, -1 exception. */
+int np_core_check_open(np_core *core);
+
+/* pool.map(): builds and returns a MapIterator, which keeps pool alive. */
+PyObject *np_map(PyObject *pool, np_core *core, PyObject *const *args,
+                 Py_ssize_t nargs, PyObject *kwnames);
+
+#endif /* NP_MODULE_H */

@@ -1,0 +1,709 @@
+/* threadpool.c -- ThreadPoolBase (the C half of nativepool.ThreadPool) and
+ * PoolCore, the part its worker threads share.
+ *
+ *   ThreadPool object ----strong----> PoolCore <----strong---- worker threads
+ *   (user's handle)                   (np_pool, initializer,   (threading.Thread
+ *                                      threads, broken state)   target=core._work)
+ *
+ * Workers hold the core, not the pool object, so a pool the user drops
+ * without shutdown() is collected like the stdlib's: its dealloc closes the
+ * core, the workers finish what is queued and exit, and the last one drops
+ * the core.
+ *
+ * A worker keeps its thread state and the GIL while there is work, running
+ * Python tasks back to back; it drops the GIL only in the pool's idle hook,
+ * right before it parks.  So a burst of submits does not bounce the GIL
+ * between threads per task.
+ */
+#include "np_module.h"
+
+#include <stddef.h>
+
+#include "structmember.h"
+
+/* ---- the future as a task ---------------------------------------------- */
+
+#define TASK_FUTURE(t) \
+    ((np_future *)((char *)(t) - offsetof(np_future, task)))
+
+static void
+future_task_run(np_task *t, void *Py_UNUSED(worker))
+{
+    np_future *f = TASK_FUTURE(t);
+    np_state *st = f->core->st;
+    int r = np_future_set_running(st, f);
+    if (r > 0) {
+        PyObject *res = PyObject_Vectorcall(
+            f->fn, f->args ? &PyTuple_GET_ITEM(f->args, 0) : NULL, f->nargs,
+            f->kwnames);
+        if (res != NULL) {
+            np_future_finish_result(st, f, res);
+        }
+        else {
+            np_future_finish_exception(st, f, NULL);
+        }
+    }
+    else if (r < 0) {
+        PyErr_WriteUnraisable((PyObject *)f);
+    }
+    /* Drop the call's references now, as the stdlib drops its work item. */
+    Py_CLEAR(f->fn);
+    Py_CLEAR(f->args);
+    Py_CLEAR(f->kwnames);
+}
+
+static void
+future_task_release(np_task *t, void *Py_UNUSED(worker))
+{
+    np_future *f = TASK_FUTURE(t);
+    f->core = NULL;
+    Py_DECREF(f);   /* the queue's reference */
+}
+
+static void
+future_task_abandon(np_pytask *t, PyObject *exc)
+{
+    np_future *f = TASK_FUTURE(t);
+    np_state *st = f->core->st;
+    if (exc == NULL) {
+        np_future_cancel_and_notify(st, f);
+    }
+    else {
+        np_future_finish_exception(st, f, exc);
+    }
+    Py_CLEAR(f->fn);
+    Py_CLEAR(f->args);
+    Py_CLEAR(f->kwnames);
+}
+
+/* ---- PoolCore ---------------------------------------------------------- */
+
+typedef struct {
+    PyThreadState *tstate;   /* saved while the worker is parked */
+} worker_ctx;
+
+static void
+worker_idle_begin(void *arg)
+{
+    ((worker_ctx *)arg)->tstate = PyEval_SaveThread();
+}
+
+static void
+worker_idle_end(void *arg)
+{
+    PyEval_RestoreThread(((worker_ctx *)arg)->tstate);
+}
+
+/* The runtime asks for a thread: the GIL is held (we are inside submit). */
+static int
+spawn_hook(np_pool *Py_UNUSED(pool), void *ctx)
+{
+    np_core *core = ctx;
+    PyObject *name = PyUnicode_FromFormat("%U_%zd", core->prefix, core->spawned);
+    if (name == NULL) {
+        return -1;
+    }
+    PyObject *t = PyObject_CallFunctionObjArgs(core->st->spawn_thread,
+                                               (PyObject *)core, name, NULL);
+    Py_DECREF(name);
+    if (t == NULL) {
+        return -1;
+    }
+    core->spawned++;
+    int r = PyList_Append(core->threads, t);
+    Py_DECREF(t);
+    if (r < 0) {
+        PyErr_Clear();   /* the thread runs; we only lose the join */
+    }
+    return 0;
+}
+
+static int
+core_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    np_core *c = (np_core *)op;
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(c->initializer);
+    Py_VISIT(c->initargs);
+    Py_VISIT(c->threads);
+    Py_VISIT(c->prefix);
+    Py_VISIT(c->broken);
+    return 0;
+}
+
+static int
+core_clear(PyObject *op)
+{
+    np_core *c = (np_core *)op;
+    Py_CLEAR(c->initializer);
+    Py_CLEAR(c->initargs);
+    Py_CLEAR(c->threads);
+    Py_CLEAR(c->prefix);
+    Py_CLEAR(c->broken);
+    return 0;
+}
+
+/* Close the runtime pool: no new tasks; with take, fail/cancel what is
+ * queued.  exc NULL cancels. */
+static void
+core_close(np_core *c, int take, PyObject *exc)
+{
+    if (c->pool == NULL) {
+        return;
+    }
+    np_task *queued = np_pool_close(c->pool, take);
+    np_abandon_tasks(queued, exc);
+}
+
+static void
+core_dealloc(PyObject *op)
+{
+    np_core *c = (np_core *)op;
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    if (c->weakreflist != NULL) {
+        PyObject_ClearWeakRefs(op);
+    }
+    if (c->pool != NULL) {
+        /* Every worker holds a reference to us, so none is left; only
+         * tasks (none) and orphans (after a fork) can remain. */
+        core_close(c, 1, NULL);
+        np_abandon_tasks(np_pool_take_orphans(c->pool), NULL);
+        Py_BEGIN_ALLOW_THREADS
+        np_pool_join(c->pool);
+        Py_END_ALLOW_THREADS
+        np_pool_free(c->pool);
+        c->pool = NULL;
+    }
+    core_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+broken_error(np_core *c)
+{
+    return PyObject_CallOneArg(c->st->BrokenThreadPool, c->broken);
+}
+
+/* A worker's initializer failed: the stdlib's _initializer_failed(). */
+static void
+core_mark_broken(np_core *c)
+{
+    if (c->broken == NULL) {
+        c->broken = PyUnicode_FromString(
+            "A thread initializer failed, the thread pool is not usable anymore");
+        if (c->broken == NULL) {
+            PyErr_WriteUnraisable((PyObject *)c);
+            return;
+        }
+    }
+    PyObject *exc = broken_error(c);
+    if (exc == NULL) {
+        PyErr_WriteUnraisable((PyObject *)c);
+        return;
+    }
+    core_close(c, 1, exc);
+    Py_DECREF(exc);
+}
+
+/* core._work(): the body of every worker thread. */
+static PyObject *
+core_work(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    np_core *c = (np_core *)op;
+    if (c->initializer != NULL) {
+        PyObject *r = PyObject_Call(c->initializer, c->initargs, NULL);
+        if (r == NULL) {
+            /* As the stdlib: log it, break the pool, and stop this worker
+             * (np_pool_work returns at once: the pool is closed, empty). */
+            PyObject *exc = np_fetch_exception();
+            np_log_exc(c->st->cf_logger, "critical", "Exception in initializer:",
+                       NULL, exc);
+            Py_XDECREF(exc);
+            core_mark_broken(c);
+        }
+        Py_XDECREF(r);
+    }
+    worker_ctx ctx = {NULL};
+    /* Returns once the pool is closed and drained (at once if broken). */
+    np_pool_work(c->pool, &ctx);
+    Py_RETURN_NONE;
+}
+
+/* core._close(cancel_futures=False): what shutdown() and the atexit hook do
+ * before joining. */
+static void
+core_shutdown(np_core *c, int cancel_futures)
+{
+    c->shutdown = 1;
+    if (cancel_futures) {
+        atomic_store(&c->cancel_all, 1);
+    }
+    core_close(c, cancel_futures, NULL);
+}
+
+/* Join every worker thread (Python's join: interruptible by Ctrl-C). */
+static int
+core_join(np_core *c)
+{
+    for (Py_ssize_t i = 0; c->threads && i < PyList_GET_SIZE(c->threads); i++) {
+        PyObject *t = PyList_GET_ITEM(c->threads, i);
+        Py_INCREF(t);
+        PyObject *r = PyObject_CallMethodNoArgs(t, c->st->str_join);
+        Py_DECREF(t);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    /* Threads reserved but still starting are counted by the runtime. */
+    Py_BEGIN_ALLOW_THREADS
+    np_pool_join(c->pool);
+    Py_END_ALLOW_THREADS
+    return 0;
+}
+
+static PyObject *
+core_py_close(PyObject *op, PyObject *args)
+{
+    int cancel = 0;
+    if (!PyArg_ParseTuple(args, "|p:_close", &cancel)) {
+        return NULL;
+    }
+    core_shutdown((np_core *)op, cancel);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+core_py_join(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    if (core_join((np_core *)op) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* In a forked child: the parent's queued and running tasks cannot be
+ * finished here; fail them instead of leaving their futures pending. */
+static PyObject *
+core_after_fork(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    np_core *c = (np_core *)op;
+    np_task *orphans = np_pool_take_orphans(c->pool);
+    if (orphans != NULL) {
+        PyObject *exc = PyObject_CallFunction(
+            c->st->BrokenThreadPool, "s",
+            "the worker thread running this task did not survive os.fork(); "
+            "the task belongs to the parent process");
+        if (exc == NULL) {
+            return NULL;
+        }
+        np_abandon_tasks(orphans, exc);
+        Py_DECREF(exc);
+    }
+    /* Thread objects of the parent are dead here. */
+    if (PyList_SetSlice(c->threads, 0, PY_SSIZE_T_MAX, NULL) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+core_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    np_pool_stats s;
+    np_pool_get_stats(((np_core *)op)->pool, &s);
+    return Py_BuildValue("{snsnsnsKsKsi}", "threads", (Py_ssize_t)s.threads,
+                         "idle", (Py_ssize_t)s.idle, "queued",
+                         (Py_ssize_t)s.queued, "submitted",
+                         (unsigned long long)s.submitted, "started",
+                         (unsigned long long)s.started, "closed", s.closed);
+}
+
+static PyObject *
+core_get_threads(PyObject *op, void *Py_UNUSED(closure))
+{
+    np_core *c = (np_core *)op;
+    return PyList_GetSlice(c->threads, 0, PY_SSIZE_T_MAX);
+}
+
+static PyMethodDef core_methods[] = {
+    {"_work", core_work, METH_NOARGS, "the worker thread body"},
+    {"_close", core_py_close, METH_VARARGS, "stop accepting work"},
+    {"_join", core_py_join, METH_NOARGS, "join every worker thread"},
+    {"_after_fork", core_after_fork, METH_NOARGS, "reset in a forked child"},
+    {"_stats", core_stats, METH_NOARGS, "runtime counters (a dict)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef core_getset[] = {
+    {"threads", core_get_threads, NULL, "the worker threads (a new list)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef core_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(np_core, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot core_slots[] = {
+    {Py_tp_doc, "The part of a ThreadPool its worker threads share."},
+    {Py_tp_dealloc, core_dealloc},
+    {Py_tp_traverse, core_traverse},
+    {Py_tp_clear, core_clear},
+    {Py_tp_methods, core_methods},
+    {Py_tp_getset, core_getset},
+    {Py_tp_members, core_members},
+    {0, NULL},
+};
+
+static PyType_Spec core_spec = {
+    .name = "nativepool._nativepool.PoolCore",
+    .basicsize = sizeof(np_core),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = core_slots,
+};
+
+/* ---- submitting --------------------------------------------------------- */
+
+int
+np_core_check_open(np_core *c)
+{
+    if (c->broken != NULL) {
+        PyObject *exc = broken_error(c);
+        if (exc != NULL) {
+            np_raise_exception(exc);
+            Py_DECREF(exc);
+        }
+        return -1;
+    }
+    if (c->shutdown) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot schedule new futures after shutdown");
+        return -1;
+    }
+    if (c->st->interpreter_exiting) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot schedule new futures after interpreter shutdown");
+        return -1;
+    }
+    return 0;
+}
+
+int
+np_core_submit(np_core *c, np_pytask *task)
+{
+    if (np_core_check_open(c) < 0) {
+        return -1;
+    }
+    int r = np_pool_submit(c->pool, &task->base);
+    if (r == NP_OK) {
+        if (PyErr_Occurred()) {
+            /* A thread failed to start but others run the task: the pool is
+             * just smaller.  Say so once, do not fail the submit. */
+            PyObject *exc = np_fetch_exception();
+            np_log_exc(c->st->np_logger, "warning",
+                       "could not start another worker thread", NULL, exc);
+            Py_XDECREF(exc);
+        }
+        return 0;
+    }
+    if (r == NP_ECLOSED) {
+        /* Closed between our check and the runtime's (shutdown in another
+         * thread): report it as the check would have. */
+        if (np_core_check_open(c) == 0) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "cannot schedule new futures after shutdown");
+        }
+        return -1;
+    }
+    /* No thread could be started and none exists: the task is back with us;
+     * anything else stranded is failed with the same error. */
+    if (!PyErr_Occurred()) {
+        PyErr_SetString(PyExc_RuntimeError, "can't start new thread");
+    }
+    PyObject *exc = np_fetch_exception();
+    np_abandon_tasks(np_pool_take_orphans(c->pool), exc);
+    np_raise_exception(exc);
+    Py_DECREF(exc);
+    return -1;
+}
+
+/* ---- ThreadPoolBase ----------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    np_core *core;
+} np_poolobj;
+
+static np_core *
+get_core(PyObject *op)
+{
+    np_core *c = ((np_poolobj *)op)->core;
+    if (c == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "ThreadPool.__init__() was not called");
+    }
+    return c;
+}
+
+/* __init__(max_workers, thread_name_prefix, initializer, initargs): the
+ * Python subclass validates and fills in the stdlib defaults first. */
+static int
+pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    static char *kws[] = {"max_workers", "thread_name_prefix", "initializer",
+                          "initargs", NULL};
+    Py_ssize_t max_workers;
+    PyObject *prefix, *initializer, *initargs;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nUOO!:ThreadPoolBase", kws,
+                                     &max_workers, &prefix, &initializer,
+                                     &PyTuple_Type, &initargs)) {
+        return -1;
+    }
+    if (max_workers <= 0) {
+        PyErr_SetString(PyExc_ValueError, "max_workers must be greater than 0");
+        return -1;
+    }
+    np_poolobj *self = (np_poolobj *)op;
+    if (self->core != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "ThreadPool is already initialised");
+        return -1;
+    }
+    np_state *st = np_state_from_type(Py_TYPE(op));
+    np_core *c = PyObject_GC_New(np_core, st->core_type);
+    if (c == NULL) {
+        return -1;
+    }
+    Py_INCREF(st->core_type);   /* heap type instances own their type */
+    c->pool = NULL;
+    c->st = st;
+    c->initializer = initializer == Py_None ? NULL : initializer;
+    Py_XINCREF(c->initializer);
+    Py_INCREF(initargs);
+    c->initargs = initargs;
+    c->threads = PyList_New(0);
+    Py_INCREF(prefix);
+    c->prefix = prefix;
+    c->broken = NULL;
+    c->weakreflist = NULL;
+    c->max_workers = max_workers;
+    c->spawned = 0;
+    c->shutdown = 0;
+    atomic_init(&c->cancel_all, 0);
+    PyObject_GC_Track((PyObject *)c);
+    if (c->threads == NULL) {
+        Py_DECREF(c);
+        return -1;
+    }
+    np_pool_hooks hooks = {
+        .spawn = spawn_hook,
+        .idle_begin = worker_idle_begin,
+        .idle_end = worker_idle_end,
+        .ctx = c,
+    };
+    c->pool = np_pool_new((size_t)max_workers, &hooks);
+    if (c->pool == NULL) {
+        Py_DECREF(c);
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->core = c;
+    return 0;
+}
+
+static int
+pool_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(((np_poolobj *)op)->core);
+    return 0;
+}
+
+static int
+pool_clear(PyObject *op)
+{
+    Py_CLEAR(((np_poolobj *)op)->core);
+    return 0;
+}
+
+static void
+pool_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    np_poolobj *self = (np_poolobj *)op;
+    PyObject_GC_UnTrack(op);
+    /* Dropped without shutdown(): like the stdlib's weakref callback, let
+     * the workers finish what is queued and exit. */
+    if (self->core != NULL) {
+        core_close(self->core, 0, NULL);
+    }
+    pool_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+pool_submit(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+            PyObject *kwnames)
+{
+    np_core *c = get_core(op);
+    if (c == NULL) {
+        return NULL;
+    }
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError,
+                        "submit() missing 1 required positional argument: 'fn'");
+        return NULL;
+    }
+    PyObject *fn = args[0];
+    if (!PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError,
+                     "submit() argument 'fn' must be callable, not %.200s",
+                     Py_TYPE(fn)->tp_name);
+        return NULL;
+    }
+    np_future *f = np_future_new(c->st);
+    if (f == NULL) {
+        return NULL;
+    }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    Py_ssize_t ncall = nargs - 1 + nkw;
+    if (ncall > 0) {
+        f->args = PyTuple_New(ncall);
+        if (f->args == NULL) {
+            Py_DECREF(f);
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < ncall; i++) {
+            Py_INCREF(args[i + 1]);
+            PyTuple_SET_ITEM(f->args, i, args[i + 1]);
+        }
+    }
+    if (nkw > 0) {
+        Py_INCREF(kwnames);
+        f->kwnames = kwnames;
+    }
+    Py_INCREF(fn);
+    f->fn = fn;
+    f->nargs = nargs - 1;
+    f->core = c;
+    f->task.base.run = future_task_run;
+    f->task.base.release = future_task_release;
+    f->task.abandon = future_task_abandon;
+    Py_INCREF(f);   /* the queue's reference, dropped by release */
+    if (np_core_submit(c, &f->task) < 0) {
+        f->core = NULL;
+        Py_DECREF(f);   /* the queue's */
+        Py_DECREF(f);   /* ours */
+        return NULL;
+    }
+    return (PyObject *)f;
+}
+
+static PyObject *
+pool_map(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+         PyObject *kwnames)
+{
+    np_core *c = get_core(op);
+    if (c == NULL) {
+        return NULL;
+    }
+    return np_map(op, c, args, nargs, kwnames);
+}
+
+static PyObject *
+pool_shutdown(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    static char *kws[] = {"wait", "cancel_futures", NULL};
+    int wait = 1, cancel = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p$p:shutdown", kws, &wait,
+                                     &cancel)) {
+        return NULL;
+    }
+    np_core *c = get_core(op);
+    if (c == NULL) {
+        return NULL;
+    }
+    core_shutdown(c, cancel);
+    if (wait && core_join(c) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+pool_get_core(PyObject *op, void *Py_UNUSED(closure))
+{
+    np_core *c = get_core(op);
+    Py_XINCREF(c);
+    return (PyObject *)c;
+}
+
+static PyMethodDef pool_methods[] = {
+    {"submit", (PyCFunction)(void (*)(void))pool_submit,
+     METH_FASTCALL | METH_KEYWORDS,
+     "submit($self, fn, /, *args, **kwargs)\n--\n\n"
+     "Submit fn(*args, **kwargs) to run on a worker thread.\n\n"
+     "Returns a nativepool.Future for its outcome. Raises TypeError if fn\n"
+     "is not callable, RuntimeError after shutdown, BrokenThreadPool if an\n"
+     "initializer failed."},
+    {"map", (PyCFunction)(void (*)(void))pool_map,
+     METH_FASTCALL | METH_KEYWORDS,
+     "map($self, fn, /, *iterables, timeout=None, chunksize=1, buffersize=None)\n"
+     "--\n\n"
+     "Return an iterator equivalent to map(fn, *iterables), computed on\n"
+     "the pool's workers, in order.\n\n"
+     "timeout bounds the whole iteration (from this call); chunksize is\n"
+     "accepted and ignored, as by ThreadPoolExecutor; buffersize (as in\n"
+     "Python 3.14) bounds how many calls are in flight, pulling the inputs\n"
+     "lazily, so an infinite iterable works."},
+    {"shutdown", (PyCFunction)(void (*)(void))pool_shutdown,
+     METH_VARARGS | METH_KEYWORDS,
+     "shutdown($self, /, wait=True, *, cancel_futures=False)\n--\n\n"
+     "Stop accepting work; with wait, join the workers once queued work\n"
+     "is done. cancel_futures cancels what has not started (and, unlike\n"
+     "the stdlib, notifies concurrent.futures.wait() of it)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef pool_getset[] = {
+    {"_core", pool_get_core, NULL, "the shared worker state", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot pool_slots[] = {
+    {Py_tp_doc, "The C core of nativepool.ThreadPool."},
+    {Py_tp_init, pool_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, pool_dealloc},
+    {Py_tp_traverse, pool_traverse},
+    {Py_tp_clear, pool_clear},
+    {Py_tp_methods, pool_methods},
+    {Py_tp_getset, pool_getset},
+    {0, NULL},
+};
+
+static PyType_Spec pool_spec = {
+    .name = "nativepool._nativepool.ThreadPoolBase",
+    .basicsize = sizeof(np_poolobj),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = pool_slots,
+};
+
+int
+np_pool_types_init(PyObject *module, np_state *st)
+{
+    st->core_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &core_spec, NULL);
+    if (st->core_type == NULL) {
+        return -1;
+    }
+    st->pool_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &pool_spec, NULL);
+    if (st->pool_type == NULL) {
+        return -1;
+    }
+    return np_module_add(module, "ThreadPoolBase", (PyObject *)st->pool_type);
+}

@@ -1,0 +1,185 @@
+/* waiting.c -- the one blocking helper every wait goes through, timeouts,
+ * and the futures' recursive lock.
+ *
+ * The pattern (CPython's _PyMutex_LockTimed): try the fast path with the GIL
+ * held; only then release the GIL and sleep; on EINTR retake the GIL and run
+ * the signal handlers (so Ctrl-C raises KeyboardInterrupt in the main
+ * thread), then sleep again until the same absolute deadline.
+ */
+#include "np_module.h"
+
+#include <math.h>
+#include <pthread.h>
+
+int
+np_parse_timeout(np_state *st, PyObject *timeout, int64_t *deadline_ns)
+{
+    if (timeout == NULL || timeout == Py_None) {
+        *deadline_ns = NP_FOREVER;
+        return 0;
+    }
+    double t = PyFloat_AsDouble(timeout);
+    if (t == -1.0 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Format(PyExc_TypeError,
+                         "timeout must be a number or None, not %.200s",
+                         Py_TYPE(timeout)->tp_name);
+        }
+        return -1;
+    }
+    if (t > st->timeout_max) {
+        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
+        return -1;
+    }
+    *deadline_ns = np_deadline_after(t);   /* <= 0 and NaN: now */
+    return 0;
+}
+
+int
+np_wait_word(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
+{
+    int r;
+    Py_BEGIN_ALLOW_THREADS
+    r = np_futex_wait(word, expected, deadline_ns);
+    Py_END_ALLOW_THREADS
+    switch (r) {
+    case NP_ETIMEDOUT:
+        return 0;
+    case NP_EINTR:
+        /* Only the main thread runs handlers; elsewhere this is a no-op. */
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+        return 1;
+    default:
+        return 1;
+    }
+}
+
+/* ---- the recursive lock ------------------------------------------------ */
+
+static unsigned long
+self_id(void)
+{
+    return (unsigned long)pthread_self();
+}
+
+static inline void
+take_ownership(np_rlock *l, unsigned long me)
+{
+    atomic_store_explicit(&l->owner, me, memory_order_relaxed);
+    l->count = 1;
+}
+
+void
+np_rlock_lock(np_rlock *l)
+{
+    unsigned long me = self_id();
+    if (atomic_load_explicit(&l->owner, memory_order_relaxed) == me) {
+        l->count++;
+        return;
+    }
+    if (!np_mutex_trylock(&l->mutex)) {
+        /* Whoever holds it may need the GIL to finish (Python code inside
+         * `with f._condition:`), so never sleep with the GIL. */
+        Py_BEGIN_ALLOW_THREADS
+        np_mutex_lock(&l->mutex);
+        Py_END_ALLOW_THREADS
+    }
+    take_ownership(l, me);
+}
+
+int
+np_rlock_lock_until(np_rlock *l, int64_t deadline_ns)
+{
+    unsigned long me = self_id();
+    if (atomic_load_explicit(&l->owner, memory_order_relaxed) == me) {
+        l->count++;
+        return 1;
+    }
+    while (!np_mutex_trylock(&l->mutex)) {
+        int r;
+        Py_BEGIN_ALLOW_THREADS
+        r = np_mutex_lock_until(&l->mutex, deadline_ns, 1);
+        Py_END_ALLOW_THREADS
+        if (r == NP_OK) {
+            break;
+        }
+        if (r == NP_ETIMEDOUT) {
+            return 0;
+        }
+        if (PyErr_CheckSignals() < 0) {   /* NP_EINTR */
+            return -1;
+        }
+    }
+    take_ownership(l, me);
+    return 1;
+}
+
+int
+np_rlock_unlock(np_rlock *l)
+{
+    if (atomic_load_explicit(&l->owner, memory_order_relaxed) != self_id()) {
+        return -1;
+    }
+    if (--l->count == 0) {
+        atomic_store_explicit(&l->owner, 0, memory_order_relaxed);
+        np_mutex_unlock(&l->mutex);
+    }
+    return 0;
+}
+
+int
+np_rlock_is_owned(np_rlock *l)
+{
+    return atomic_load_explicit(&l->owner, memory_order_relaxed) == self_id();
+}
+
+/* ---- waiting for a future ---------------------------------------------- */
+
+int
+np_future_wait(np_future *f, int64_t deadline_ns)
+{
+    for (;;) {
+        uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+        if (NPF_IS_DONE(s)) {
+            return 1;
+        }
+        if (deadline_ns != NP_FOREVER && np_monotonic_ns() >= deadline_ns) {
+            return 0;
+        }
+        if (!(s & NPF_SLEEPERS)) {
+            /* Announce ourselves in the word we sleep on: the finisher's
+             * exchange then sees the bit and wakes us.  If the CAS fails the
+             * state moved; look again. */
+            if (!atomic_compare_exchange_strong(&f->state, &s,
+                                                s | NPF_SLEEPERS)) {
+                continue;
+            }
+            s |= NPF_SLEEPERS;
+        }
+        int r = np_wait_word(&f->state, s, deadline_ns);
+        if (r < 0) {
+            return -1;
+        }
+        if (r == 0) {
+            return NPF_IS_DONE(atomic_load(&f->state)) ? 1 : 0;
+        }
+    }
+}
+
+/* ---- tasks the pool gives back ----------------------------------------- */
+
+void
+np_abandon_tasks(np_task *list, PyObject *exc)
+{
+    while (list != NULL) {
+        np_task *next = list->next;
+        np_pytask *t = (np_pytask *)list;
+        t->abandon(t, exc);
+        if (list->release != NULL) {
+            list->release(list, NULL);
+        }
+        list = next;
+    }
+}

@@ -1,0 +1,44 @@
+"""nativepool: native thread pools and futures for CPython.
+
+A drop-in for ``concurrent.futures`` (``ThreadPool`` is
+``ThreadPoolExecutor``) whose workers, queue, futures and waits are C and
+pthreads; the GIL is held only while Python code runs.
+"""
+from concurrent.futures import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    BrokenExecutor,
+    CancelledError,
+    InvalidStateError,
+    TimeoutError,
+    as_completed,
+    wait,
+)
+from concurrent.futures.thread import BrokenThreadPool
+
+from . import _nativepool
+from ._future import Future
+from ._thread import ThreadPool, ThreadPoolExecutor, _spawn_thread
+from ._nativepool import set_unretrieved_exception_logging
+
+__version__ = "0.1.0"
+
+_nativepool._setup(Future, _spawn_thread)
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "BrokenExecutor",
+    "BrokenThreadPool",
+    "CancelledError",
+    "Future",
+    "InvalidStateError",
+    "ThreadPool",
+    "ThreadPoolExecutor",
+    "TimeoutError",
+    "as_completed",
+    "set_unretrieved_exception_logging",
+    "wait",
+]
