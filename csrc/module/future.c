@@ -45,24 +45,60 @@ notify_waiters(np_future *f, PyObject *meth)
     }
 }
 
-/* Move to a done state.  Lock held.  Returns the callbacks to run (a new
- * reference, or NULL) after the lock is released. */
-static PyObject *
-become_done(np_future *f, uint32_t newstate, PyObject *waiter_meth)
+/* Move from state `from` to a done state.  Lock held.  Returns 0 and sets
+ * *cbs to the callbacks to run (a new reference, or NULL) after the lock is
+ * released; or -1 if the state is no longer `from`.
+ *
+ * Under the lock the state can change behind our back in one way only: a
+ * worker's lock-free PENDING -> RUNNING (np_future_set_running).  So a
+ * transition out of PENDING must be a CAS, or cancel() could overwrite
+ * RUNNING and report a running call as cancelled.  Callers that see -1
+ * look at the state again. */
+static int
+become_done(np_future *f, uint32_t from, uint32_t newstate,
+            PyObject *waiter_meth, PyObject **cbs)
 {
-    /* seq_cst exchange: clears NPF_SLEEPERS and tells us whether anyone
+    /* seq_cst CAS: clears NPF_SLEEPERS and tells us whether anyone
      * announced sleeping before this point; later arrivals see the done
      * state and do not sleep. */
-    uint32_t old = atomic_exchange(&f->state, newstate);
+    uint32_t old = atomic_load(&f->state);
+    do {
+        if (NPF_STATE(old) != from) {
+            return -1;
+        }
+    } while (!atomic_compare_exchange_weak(&f->state, &old, newstate));
     if (waiter_meth != NULL) {
         notify_waiters(f, waiter_meth);
     }
     if (old & NPF_SLEEPERS) {
         np_futex_wake(&f->state, INT32_MAX);
     }
-    PyObject *cbs = f->callbacks;
+    *cbs = f->callbacks;
     f->callbacks = NULL;
-    return cbs;
+    return 0;
+}
+
+/* PENDING or RUNNING -> FINISHED with an outcome (references stolen).
+ * Lock held.  Returns 0 (and the callbacks), or -1 with *state set to the
+ * done state the future was already in; the outcome is then untouched. */
+static int
+become_finished(np_state *st, np_future *f, PyObject *result, PyObject *exc,
+                PyObject **cbs, uint32_t *state)
+{
+    PyObject *meth = exc ? st->str_add_exception : st->str_add_result;
+    for (;;) {
+        uint32_t s = NPF_STATE(atomic_load(&f->state));
+        if (s != NPF_PENDING && s != NPF_RUNNING) {
+            *state = s;
+            return -1;
+        }
+        f->result = result;
+        f->exception = exc;
+        if (become_done(f, s, NPF_FINISHED, meth, cbs) == 0) {
+            return 0;
+        }
+        f->result = f->exception = NULL;   /* PENDING became RUNNING */
+    }
 }
 
 /* Run done callbacks as concurrent.futures does: each gets the future, and a
@@ -96,9 +132,10 @@ run_callbacks(np_state *st, np_future *f, PyObject *cbs)
 static void
 finish(np_state *st, np_future *f, PyObject *result, PyObject *exc)
 {
+    PyObject *cbs;
+    uint32_t s;
     np_rlock_lock(&f->lock);
-    uint32_t s = NPF_STATE(atomic_load(&f->state));
-    if (s == NPF_CANCELLED || s == NPF_CANCELLED_NOTIFIED || s == NPF_FINISHED) {
+    if (become_finished(st, f, result, exc, &cbs, &s) < 0) {
         /* Only reachable through a race with set_result from Python on a
          * future that is also a pool task; the first outcome wins. */
         np_rlock_unlock(&f->lock);
@@ -106,10 +143,6 @@ finish(np_state *st, np_future *f, PyObject *result, PyObject *exc)
         Py_XDECREF(exc);
         return;
     }
-    f->result = result;
-    f->exception = exc;
-    PyObject *cbs = become_done(f, NPF_FINISHED,
-                                exc ? st->str_add_exception : st->str_add_result);
     np_rlock_unlock(&f->lock);
     run_callbacks(st, f, cbs);
 }
@@ -146,9 +179,10 @@ np_future_set_running(np_state *st, np_future *f)
     }
     np_rlock_lock(&f->lock);
     s = NPF_STATE(atomic_load(&f->state));
-    if (s == NPF_CANCELLED) {
-        PyObject *cbs = become_done(f, NPF_CANCELLED_NOTIFIED,
-                                    st->str_add_cancelled);
+    PyObject *cbs;
+    if (s == NPF_CANCELLED &&
+        become_done(f, NPF_CANCELLED, NPF_CANCELLED_NOTIFIED,
+                    st->str_add_cancelled, &cbs) == 0) {
         np_rlock_unlock(&f->lock);
         Py_XDECREF(cbs);   /* cancel() already ran them */
         return 0;
@@ -169,9 +203,12 @@ np_future_cancel_and_notify(np_state *st, np_future *f)
 {
     np_rlock_lock(&f->lock);
     uint32_t s = NPF_STATE(atomic_load(&f->state));
-    if (s == NPF_PENDING || s == NPF_CANCELLED) {
-        PyObject *cbs = become_done(f, NPF_CANCELLED_NOTIFIED,
-                                    st->str_add_cancelled);
+    PyObject *cbs;
+    /* A queued task is never RUNNING, so the CAS cannot lose here; a
+     * future in any other state is left alone. */
+    if ((s == NPF_PENDING || s == NPF_CANCELLED) &&
+        become_done(f, s, NPF_CANCELLED_NOTIFIED, st->str_add_cancelled,
+                    &cbs) == 0) {
         np_rlock_unlock(&f->lock);
         if (s == NPF_PENDING) {
             run_callbacks(st, f, cbs);
@@ -288,19 +325,21 @@ future_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     np_future *f = NP_FUTURE(op);
     np_state *st = fstate(op);
+    PyObject *cbs;
     np_rlock_lock(&f->lock);
-    uint32_t s = NPF_STATE(atomic_load(&f->state));
-    if (s == NPF_RUNNING || s == NPF_FINISHED) {
-        np_rlock_unlock(&f->lock);
-        Py_RETURN_FALSE;
-    }
-    if (s == NPF_CANCELLED || s == NPF_CANCELLED_NOTIFIED) {
-        np_rlock_unlock(&f->lock);
-        Py_RETURN_TRUE;
-    }
     /* As in the stdlib, cancel() wakes result() callers but tells the
      * stdlib waiters nothing: set_running_or_notify_cancel() does that. */
-    PyObject *cbs = become_done(f, NPF_CANCELLED, NULL);
+    while (become_done(f, NPF_PENDING, NPF_CANCELLED, NULL, &cbs) < 0) {
+        uint32_t s = NPF_STATE(atomic_load(&f->state));
+        if (s == NPF_RUNNING || s == NPF_FINISHED) {
+            np_rlock_unlock(&f->lock);
+            Py_RETURN_FALSE;
+        }
+        if (s == NPF_CANCELLED || s == NPF_CANCELLED_NOTIFIED) {
+            np_rlock_unlock(&f->lock);
+            Py_RETURN_TRUE;
+        }
+    }
     np_rlock_unlock(&f->lock);
     run_callbacks(st, f, cbs);
     Py_RETURN_TRUE;
@@ -474,19 +513,18 @@ set_outcome(PyObject *op, PyObject *result, PyObject *exc)
 {
     np_future *f = NP_FUTURE(op);
     np_state *st = fstate(op);
+    PyObject *cbs;
+    uint32_t s;
+    Py_XINCREF(result);
+    Py_XINCREF(exc);
     np_rlock_lock(&f->lock);
-    uint32_t s = NPF_STATE(atomic_load(&f->state));
-    if (s == NPF_CANCELLED || s == NPF_CANCELLED_NOTIFIED || s == NPF_FINISHED) {
+    if (become_finished(st, f, result, exc, &cbs, &s) < 0) {
         np_rlock_unlock(&f->lock);
+        Py_XDECREF(result);
+        Py_XDECREF(exc);
         PyErr_Format(st->InvalidStateError, "%U: %R", st->state_names[s], op);
         return NULL;
     }
-    Py_XINCREF(result);
-    Py_XINCREF(exc);
-    f->result = result;
-    f->exception = exc;
-    PyObject *cbs = become_done(f, NPF_FINISHED,
-                                exc ? st->str_add_exception : st->str_add_result);
     np_rlock_unlock(&f->lock);
     run_callbacks(st, f, cbs);
     Py_RETURN_NONE;

@@ -46,16 +46,22 @@ typedef struct {
 
 typedef struct map_job {
     _Atomic Py_ssize_t refs;    /* the iterator + one per runner task */
-    np_mutex lock;              /* guards published, claimed, runners, stopped */
+    /* Claims are lock-free (a CAS on `claimed` below `published`); the lock
+     * serialises what must be atomic with "is there work left": a runner
+     * deciding to exit (runners--) against the consumer publishing and
+     * deciding whether to add a runner.  Otherwise a runner could leave
+     * just as an item arrives, and the item would never run. */
+    np_mutex lock;
     PyObject *fn;
     int star;                   /* several iterables: fn(*args) */
     map_slot *slots;
     uint64_t mask;              /* ring index mask; UINT64_MAX: flat array */
-    uint64_t published;         /* items made available (consumer writes) */
-    uint64_t claimed;           /* items taken by runners */
-    size_t runners;             /* runner tasks queued or running */
+    _Atomic uint64_t published; /* items made available; consumer writes,
+                                   under the lock, release (slot filled) */
+    _Atomic uint64_t claimed;   /* items taken by runners */
+    size_t runners;             /* runner tasks queued or running; lock */
     size_t max_runners;
-    int stopped;                /* the consumer gave up: claim nothing more */
+    _Atomic int stopped;        /* the consumer gave up: claim nothing more */
     np_core *core;
     /* The consumer sleeps on `event` after storing the index it waits for,
      * plus one, in `waiting_for`.  A runner that completes exactly that item
@@ -83,7 +89,8 @@ job_decref(map_job *job)
     if (atomic_fetch_sub(&job->refs, 1) != 1) {
         return;
     }
-    uint64_t n = job->mask == UINT64_MAX ? job->published : job->mask + 1;
+    uint64_t n = job->mask == UINT64_MAX ? atomic_load(&job->published)
+                                         : job->mask + 1;
     for (uint64_t i = 0; i < n; i++) {
         Py_XDECREF(job->slots[i].args);
         Py_XDECREF(job->slots[i].value);
@@ -112,16 +119,37 @@ complete_slot(map_job *job, uint64_t i, uint32_t state, PyObject *value)
     }
 }
 
-/* Give up on every published item nobody claimed.  Job lock held. */
+/* Claim the next published item: 1 and *i, or 0 if none is left. */
+static int
+claim(map_job *job, uint64_t *i)
+{
+    uint64_t c = atomic_load_explicit(&job->claimed, memory_order_relaxed);
+    /* acquire on published: the slot's args were written before it. */
+    while (c < atomic_load_explicit(&job->published, memory_order_acquire)) {
+        if (atomic_compare_exchange_weak(&job->claimed, &c, c + 1)) {
+            *i = c;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Give up on every published item nobody claimed. */
 static void
 drop_unclaimed(map_job *job, PyObject *exc)
 {
-    while (job->claimed < job->published) {
-        uint64_t i = job->claimed++;
+    uint64_t i;
+    while (claim(job, &i)) {
         Py_CLEAR(slot_at(job, i)->args);
         Py_XINCREF(exc);
         complete_slot(job, i, exc ? SLOT_FAILED : SLOT_CANCELLED, exc);
     }
+}
+
+static int
+cancelled_all(map_job *job)
+{
+    return atomic_load_explicit(&job->core->cancel_all, memory_order_relaxed);
 }
 
 /* ---- runners ----------------------------------------------------------- */
@@ -132,19 +160,24 @@ runner_run(np_task *t, void *Py_UNUSED(worker))
     map_runner *r = (map_runner *)t;
     map_job *job = r->job;
     for (;;) {
-        np_mutex_lock(&job->lock);   /* held for a few instructions only */
-        if (job->stopped || job->claimed == job->published ||
-            atomic_load_explicit(&job->core->cancel_all, memory_order_relaxed)) {
-            if (!job->stopped &&
-                atomic_load_explicit(&job->core->cancel_all, memory_order_relaxed)) {
-                drop_unclaimed(job, NULL);
+        uint64_t i;
+        int stop = atomic_load_explicit(&job->stopped, memory_order_relaxed) ||
+                   cancelled_all(job);
+        if (stop || !claim(job, &i)) {
+            /* Leave, unless work arrived while we were deciding (the
+             * publisher adds a runner only if it sees too few). */
+            np_mutex_lock(&job->lock);
+            if (!stop && atomic_load(&job->claimed) < atomic_load(&job->published)) {
+                np_mutex_unlock(&job->lock);
+                continue;
+            }
+            if (stop && !atomic_load(&job->stopped)) {
+                drop_unclaimed(job, NULL);   /* shutdown(cancel_futures=True) */
             }
             job->runners--;
             np_mutex_unlock(&job->lock);
             return;
         }
-        uint64_t i = job->claimed++;
-        np_mutex_unlock(&job->lock);
 
         map_slot *slot = slot_at(job, i);
         PyObject *args = slot->args;
@@ -194,7 +227,7 @@ runner_abandon(np_pytask *t, PyObject *exc)
         r->current = -1;
     }
     job->runners--;
-    if (job->runners == 0 && !job->stopped) {
+    if (job->runners == 0 && !atomic_load(&job->stopped)) {
         drop_unclaimed(job, exc);
     }
     np_mutex_unlock(&job->lock);
@@ -230,7 +263,8 @@ add_runners(map_job *job)
 {
     for (;;) {
         np_mutex_lock(&job->lock);
-        int need = job->published - job->claimed > job->runners &&
+        int need = atomic_load(&job->published) - atomic_load(&job->claimed) >
+                       job->runners &&
                    job->runners < job->max_runners;
         if (need) {
             job->runners++;
@@ -292,9 +326,7 @@ iter_finish(map_iter *it)
     if (it->job != NULL) {
         map_job *job = it->job;
         it->job = NULL;
-        np_mutex_lock(&job->lock);
-        job->stopped = 1;
-        np_mutex_unlock(&job->lock);
+        atomic_store(&job->stopped, 1);
         job_decref(job);
     }
 }
@@ -317,11 +349,12 @@ publish_next(map_iter *it)
         Py_DECREF(args);
         return -1;
     }
-    np_mutex_lock(&job->lock);
-    map_slot *slot = slot_at(job, job->published);
+    uint64_t p = atomic_load_explicit(&job->published, memory_order_relaxed);
+    map_slot *slot = slot_at(job, p);
     slot->args = args;
     atomic_store_explicit(&slot->state, SLOT_QUEUED, memory_order_relaxed);
-    job->published++;
+    np_mutex_lock(&job->lock);
+    atomic_store_explicit(&job->published, p + 1, memory_order_release);
     np_mutex_unlock(&job->lock);
     return add_runners(job) < 0 ? -1 : 1;
 }
@@ -345,7 +378,7 @@ iter_next(PyObject *op)
     if (it->iters != NULL && publish_next(it) < 0) {
         goto fail;
     }
-    if (it->consumed == job->published) {   /* published: consumer's own */
+    if (it->consumed == atomic_load_explicit(&job->published, memory_order_relaxed)) {
         iter_finish(it);
         it->busy = 0;
         return NULL;
@@ -525,7 +558,8 @@ read_all(map_job *job, PyObject *iters)
         if (args == NULL) {
             return PyErr_Occurred() ? -1 : 0;
         }
-        if (job->published == cap) {
+        uint64_t n = atomic_load_explicit(&job->published, memory_order_relaxed);
+        if (n == cap) {
             uint64_t ncap = cap ? cap * 2 : 64;
             map_slot *ns = PyMem_Realloc(job->slots, ncap * sizeof(map_slot));
             if (ns == NULL) {
@@ -536,11 +570,12 @@ read_all(map_job *job, PyObject *iters)
             job->slots = ns;
             cap = ncap;
         }
-        map_slot *slot = &job->slots[job->published];
+        map_slot *slot = &job->slots[n];
         slot->args = args;
         slot->value = NULL;
         atomic_init(&slot->state, SLOT_QUEUED);
-        job->published++;
+        /* No runner exists yet: add_runners' lock publishes these. */
+        atomic_store_explicit(&job->published, n + 1, memory_order_relaxed);
     }
 }
 

@@ -99,9 +99,3 @@ np_mutex_lock_until(np_mutex *m, int64_t deadline_ns, int interruptible)
     }
     return NP_OK;
 }
-
-void
-np_mutex_lock(np_mutex *m)
-{
-    (void)np_mutex_lock_until(m, NP_FOREVER, 0);
-}

@@ -74,12 +74,18 @@ np_mutex_trylock(np_mutex *m)
         &m->word, &expected, 1, memory_order_acquire, memory_order_relaxed);
 }
 
-/* Block until locked.  Signals do not interrupt it. */
-void np_mutex_lock(np_mutex *m);
-
 /* Block until locked, the deadline passes (NP_ETIMEDOUT) or, when
  * interruptible is non-zero, a signal handler runs (NP_EINTR). */
 int np_mutex_lock_until(np_mutex *m, int64_t deadline_ns, int interruptible);
+
+/* Block until locked.  Signals do not interrupt it. */
+static inline void
+np_mutex_lock(np_mutex *m)
+{
+    if (!np_mutex_trylock(m)) {
+        (void)np_mutex_lock_until(m, NP_FOREVER, 0);
+    }
+}
 
 static inline void
 np_mutex_unlock(np_mutex *m)
