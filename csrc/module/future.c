@@ -365,33 +365,36 @@ future_done(PyObject *op, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(NPF_IS_DONE(atomic_load(&NP_FUTURE(op)->state)));
 }
 
-static PyObject *
-timeout_arg(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-            const char *fname, PyObject **timeout)
+/* Parse the single parameter `name` of method `fname`, passed by position
+ * or keyword (the stdlib's methods are plain Python functions, so callers
+ * may spell either).  An optional one left out stays *out. 0 or -1. */
+static int
+one_arg(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+        const char *fname, const char *name, int required, PyObject **out)
 {
-    static const char *const kws[] = {"timeout", NULL};
-    *timeout = Py_None;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nargs + nkw > 1) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %s1 argument (%zd given)",
+                     fname, required ? "exactly " : "at most ", nargs + nkw);
+        return -1;
+    }
+    if (nkw == 1 &&
+        PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), name) != 0) {
         PyErr_Format(PyExc_TypeError,
-                     "%s() takes at most 1 argument (%zd given)", fname,
-                     nargs + nkw);
-        return NULL;
+                     "%s() got an unexpected keyword argument '%U'", fname,
+                     PyTuple_GET_ITEM(kwnames, 0));
+        return -1;
     }
-    if (nargs == 1) {
-        *timeout = args[0];
+    if (nargs + nkw == 1) {
+        *out = args[0];
     }
-    else if (nkw == 1) {
-        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0),
-                                             kws[0]) != 0) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() got an unexpected keyword argument '%U'", fname,
-                         PyTuple_GET_ITEM(kwnames, 0));
-            return NULL;
-        }
-        *timeout = args[0];
+    else if (required) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() missing 1 required positional argument: '%s'",
+                     fname, name);
+        return -1;
     }
-    return Py_None;
+    return 0;
 }
 
 /* Wait for result()/exception(): 1 done, 0 timed out, -1 error. */
@@ -419,7 +422,8 @@ future_result(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     }
     np_state *st = fstate(op);
     PyObject *timeout;
-    if (timeout_arg(args, nargs, kwnames, "result", &timeout) == NULL) {
+    timeout = Py_None;
+    if (one_arg(args, nargs, kwnames, "result", "timeout", 0, &timeout) < 0) {
         return NULL;
     }
     int r = NPF_IS_DONE(s) ? 1 : wait_done(st, f, timeout);
@@ -452,7 +456,8 @@ future_exception(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     np_future *f = NP_FUTURE(op);
     np_state *st = fstate(op);
     PyObject *timeout;
-    if (timeout_arg(args, nargs, kwnames, "exception", &timeout) == NULL) {
+    timeout = Py_None;
+    if (one_arg(args, nargs, kwnames, "exception", "timeout", 0, &timeout) < 0) {
         return NULL;
     }
     int r = wait_done(st, f, timeout);
@@ -475,9 +480,14 @@ future_exception(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
 }
 
 static PyObject *
-future_add_done_callback(PyObject *op, PyObject *fn)
+future_add_done_callback(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames)
 {
     np_future *f = NP_FUTURE(op);
+    PyObject *fn;
+    if (one_arg(args, nargs, kwnames, "add_done_callback", "fn", 1, &fn) < 0) {
+        return NULL;
+    }
     np_rlock_lock(&f->lock);
     if (!NPF_IS_DONE(atomic_load(&f->state))) {
         int r = 0;
@@ -531,14 +541,24 @@ set_outcome(PyObject *op, PyObject *result, PyObject *exc)
 }
 
 static PyObject *
-future_set_result(PyObject *op, PyObject *result)
+future_set_result(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+                  PyObject *kwnames)
 {
+    PyObject *result;
+    if (one_arg(args, nargs, kwnames, "set_result", "result", 1, &result) < 0) {
+        return NULL;
+    }
     return set_outcome(op, result, NULL);
 }
 
 static PyObject *
-future_set_exception(PyObject *op, PyObject *exc)
+future_set_exception(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames)
 {
+    PyObject *exc;
+    if (one_arg(args, nargs, kwnames, "set_exception", "exception", 1, &exc) < 0) {
+        return NULL;
+    }
     return set_outcome(op, NULL, exc);
 }
 
@@ -638,8 +658,9 @@ static PyMethodDef future_methods[] = {
      "exception($self, /, timeout=None)\n--\n\n"
      "Return the exception raised by the call that the future represents,\n"
      "or None if it completed without raising."},
-    {"add_done_callback", future_add_done_callback, METH_O,
-     "add_done_callback($self, fn, /)\n--\n\n"
+    {"add_done_callback", (PyCFunction)(void (*)(void))future_add_done_callback,
+     METH_FASTCALL | METH_KEYWORDS,
+     "add_done_callback($self, /, fn)\n--\n\n"
      "Attach a callable called with the future when it is cancelled or\n"
      "finishes (at once if it already has). Exceptions it raises are logged."},
     {"set_running_or_notify_cancel", future_set_running_or_notify_cancel,
@@ -648,11 +669,13 @@ static PyMethodDef future_methods[] = {
      "Mark the future as running or process any cancel notifications.\n\n"
      "For executor implementations. Returns False if the future was\n"
      "cancelled, True if it is now running."},
-    {"set_result", future_set_result, METH_O,
-     "set_result($self, result, /)\n--\n\nSet the return value of the work "
+    {"set_result", (PyCFunction)(void (*)(void))future_set_result,
+     METH_FASTCALL | METH_KEYWORDS,
+     "set_result($self, /, result)\n--\n\nSet the return value of the work "
      "associated with the future.\n\nFor executor implementations and tests."},
-    {"set_exception", future_set_exception, METH_O,
-     "set_exception($self, exception, /)\n--\n\nSet the result of the future "
+    {"set_exception", (PyCFunction)(void (*)(void))future_set_exception,
+     METH_FASTCALL | METH_KEYWORDS,
+     "set_exception($self, /, exception)\n--\n\nSet the result of the future "
      "as being the given exception.\n\nFor executor implementations and tests."},
     {NULL, NULL, 0, NULL},
 };
