@@ -411,8 +411,23 @@ iter_next(PyObject *op)
         return value;
     }
     if (s == SLOT_FAILED) {
-        np_raise_exception(value);
-        Py_DECREF(value);
+        if (PyErr_GivenExceptionMatches(value, PyExc_StopIteration)) {
+            /* From tp_iternext StopIteration would silently end the
+             * iteration; the stdlib's generator turns it into
+             * RuntimeError (PEP 479), and so do we. */
+            PyErr_SetString(PyExc_RuntimeError, "generator raised StopIteration");
+            PyObject *err = np_fetch_exception();
+            Py_INCREF(value);
+            PyException_SetContext(err, value);   /* steals one reference */
+            PyException_SetCause(err, value);     /* and the other */
+            np_raise_exception(err);
+            Py_DECREF(err);
+            value = NULL;
+        }
+        else {
+            np_raise_exception(value);
+            Py_DECREF(value);
+        }
     }
     else {
         PyErr_SetNone(st->CancelledError);
