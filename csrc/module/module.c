@@ -256,10 +256,11 @@ static PyModuleDef_Slot module_slots[] = {
     /* Worker threads belong to one interpreter; no sharing is designed. */
     {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
 #endif
-#ifdef Py_mod_gil
-    /* C state is guarded by C atomics and mutexes, not by the GIL. */
-    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
-#endif
+    /* No Py_mod_gil slot yet: the runtime, futures and map jobs use C
+     * atomics and mutexes, but the pool's bookkeeping (core->shutdown,
+     * spawned, the threads list) still leans on the GIL, and no
+     * free-threaded CPython is available to test on here.  A free-threaded
+     * interpreter therefore re-enables the GIL when it imports us. */
     {0, NULL},
 };
 
