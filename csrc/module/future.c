@@ -460,7 +460,8 @@ future_exception(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     if (one_arg(args, nargs, kwnames, "exception", "timeout", 0, &timeout) < 0) {
         return NULL;
     }
-    int r = wait_done(st, f, timeout);
+    /* A done future ignores its timeout, as the stdlib's does. */
+    int r = NPF_IS_DONE(atomic_load(&f->state)) ? 1 : wait_done(st, f, timeout);
     if (r < 0) {
         return NULL;
     }

@@ -44,7 +44,9 @@ future_task_run(np_task *t, void *Py_UNUSED(worker))
         }
     }
     else if (r < 0) {
-        PyErr_WriteUnraisable((PyObject *)f);
+        /* Someone completed the queued future by hand: set_running logged
+         * it at CRITICAL, as the stdlib's does; the task is skipped. */
+        PyErr_Clear();
     }
     /* Drop the call's references now, as the stdlib drops its work item. */
     Py_CLEAR(f->fn);

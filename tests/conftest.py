@@ -1,0 +1,267 @@
+"""Shared fixtures and helpers for the nativepool Python test suite.
+
+The module under test is imported once here and exposed as ``conftest.np``
+(test modules do ``from conftest import np``). By default it is ``nativepool``;
+set ``NATIVEPOOL_TEST_MODULE`` to test another module exposing the same API
+(e.g. a shim over ``concurrent.futures`` to check that the stdlib-semantics
+tests pass on the stdlib). Subprocess-based tests import the same module name.
+
+Markers:
+  stress          - the long stress tests (run by default; deselect with -m "not stress")
+  nativepool_only - behaviour that deliberately differs from / extends the stdlib
+                    (expected to fail when run against a plain stdlib shim)
+"""
+import gc
+import importlib
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import tracemalloc
+
+import pytest
+
+MODULE_NAME = os.environ.get("NATIVEPOOL_TEST_MODULE", "nativepool")
+np = importlib.import_module(MODULE_NAME)
+
+PY = sys.version_info[:2]
+
+# Generous bound used only to avoid hangs; never a speed assertion.
+HANG_TIMEOUT = 30.0
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "stress: long-running stress test (runs by default)")
+    config.addinivalue_line(
+        "markers", "nativepool_only: nativepool-specific behaviour beyond the stdlib")
+
+
+# --------------------------------------------------------------------------
+# pools
+
+@pytest.fixture
+def pool():
+    """A 4-worker pool, shut down (waiting) at teardown."""
+    p = np.ThreadPool(max_workers=4, thread_name_prefix="nptest")
+    try:
+        yield p
+    finally:
+        p.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+def make_pool():
+    """Factory for pools; every pool made is shut down at teardown."""
+    made = []
+
+    def factory(*args, **kwargs):
+        p = np.ThreadPool(*args, **kwargs)
+        made.append(p)
+        return p
+
+    try:
+        yield factory
+    finally:
+        for p in made:
+            p.shutdown(wait=True, cancel_futures=True)
+
+
+class Gate:
+    """A one-shot Event wrapper: tasks block on it; the test releases it.
+
+    ``wait()`` inside tasks is bounded so a broken test never hangs forever;
+    a task that times out on the gate raises, which makes the test fail.
+    """
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def wait(self, *args, **kwargs):
+        if not self.event.wait(HANG_TIMEOUT):
+            raise AssertionError("gate was never opened")
+        return True
+
+    def open(self):
+        self.event.set()
+
+
+@pytest.fixture
+def gate():
+    g = Gate()
+    try:
+        yield g
+    finally:
+        g.open()
+
+
+def wait_until(predicate, timeout=HANG_TIMEOUT, interval=0.005):
+    """Poll predicate() until it is true or timeout expires; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------
+# logging capture that works for records emitted from any thread
+
+class _ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.records = []
+        self._lock_ = threading.Lock()
+
+    def emit(self, record):
+        with self._lock_:
+            self.records.append(record)
+
+
+@pytest.fixture
+def log_capture():
+    """Return a function capture(logger_name) -> list of LogRecords (live)."""
+    installed = []
+
+    def capture(name, level=logging.DEBUG):
+        logger = logging.getLogger(name)
+        h = _ListHandler()
+        installed.append((logger, h, logger.level, logger.propagate))
+        logger.addHandler(h)
+        logger.setLevel(level)
+        logger.propagate = False
+        return h.records
+
+    try:
+        yield capture
+    finally:
+        for logger, h, lvl, prop in reversed(installed):
+            logger.removeHandler(h)
+            logger.setLevel(lvl)
+            logger.propagate = prop
+
+
+# --------------------------------------------------------------------------
+# leak checking
+
+def _traced_now():
+    gc.collect()
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
+
+
+def check_no_leak(fn, iterations=3000, warmup=300, max_growth=96 * 1024,
+                  settle=None):
+    """Run fn() warmup+iterations times under tracemalloc; fail if traced memory
+    grows by more than max_growth bytes across the measured iterations.
+
+    A leak of one small object (e.g. a future, ~100+ bytes) per iteration over
+    3000 iterations is far above the slack allowed for free lists and caches.
+    ``settle`` is an optional callable run before each measurement (e.g. to wait
+    until worker threads have dropped their references).
+    """
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        for _ in range(warmup):
+            fn()
+        if settle:
+            settle()
+        before = _traced_now()
+        for _ in range(iterations):
+            fn()
+        if settle:
+            settle()
+        after = _traced_now()
+        # Allow a brief moment for workers to release their last references.
+        if after - before > max_growth:
+            time.sleep(0.2)
+            after = _traced_now()
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    growth = after - before
+    assert growth <= max_growth, (
+        "traced memory grew by %d bytes over %d iterations (%.1f bytes/iter)"
+        % (growth, iterations, growth / iterations))
+
+
+@pytest.fixture
+def assert_no_leak():
+    return check_no_leak
+
+
+def refcount_settles(obj, baseline, slack=2, timeout=5.0):
+    """Wait until sys.getrefcount(obj) <= baseline + slack; return the final count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        gc.collect()
+        rc = sys.getrefcount(obj)
+        if rc <= baseline + slack or time.monotonic() >= deadline:
+            return rc
+        time.sleep(0.01)
+
+
+# --------------------------------------------------------------------------
+# subprocess helpers
+
+_PRELUDE = (
+    "import importlib as _il, os as _os, sys as _sys, threading as _th\n"
+    "np = _il.import_module(_os.environ.get('NATIVEPOOL_TEST_MODULE', 'nativepool'))\n"
+    "_out_lock = _th.Lock()\n"
+    "def out(*a):\n"
+    "    with _out_lock:\n"
+    "        _sys.stdout.write(' '.join(map(str, a)) + '\\n')\n"
+    "        _sys.stdout.flush()\n"
+)
+
+
+def run_script(source, timeout=60, env=None, **kwargs):
+    """Run Python source in a fresh interpreter (the same executable), with the
+    module under test importable as ``np``. Returns CompletedProcess (text mode).
+
+    A hang becomes a test failure (not a stuck test run) via the timeout.
+    """
+    prelude = _PRELUDE
+    code = prelude + textwrap.dedent(source)
+    e = dict(os.environ)
+    e["NATIVEPOOL_TEST_MODULE"] = MODULE_NAME
+    e["PYTHONFAULTHANDLER"] = "1"
+    if env:
+        e.update(env)
+    try:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True,
+                              text=True, timeout=timeout, env=e, **kwargs)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail("subprocess hung (>%ss)\nstdout:\n%s\nstderr:\n%s"
+                    % (timeout, exc.stdout, exc.stderr))
+
+
+def popen_script(source, env=None, **kwargs):
+    prelude = _PRELUDE
+    code = prelude + textwrap.dedent(source)
+    e = dict(os.environ)
+    e["NATIVEPOOL_TEST_MODULE"] = MODULE_NAME
+    e["PYTHONFAULTHANDLER"] = "1"
+    e["PYTHONUNBUFFERED"] = "1"
+    if env:
+        e.update(env)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=e, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_unopened_state():
+    """Make sure unretrieved-exception logging is left enabled between tests."""
+    yield
+    setter = getattr(np, "set_unretrieved_exception_logging", None)
+    if setter is not None:
+        try:
+            setter(True)
+        except Exception:
+            pass
