@@ -26,7 +26,9 @@ typedef struct np_worker {
     pthread_cond_t cond;
     pthread_t thread;
     int woken;
-    np_task *current;    /* running task: kept valid until release (fork) */
+    /* The task inside run(), for the fork handlers; it stays valid until
+     * release, which comes after current is cleared. */
+    np_task *_Atomic current;
 } np_worker;
 
 struct np_pool {
@@ -126,13 +128,22 @@ atfork_child(void)
     pthread_t self = pthread_self();
     for (np_pool *p = registry; p != NULL; p = p->reg_next) {
         np_worker *keep = NULL;
+        int keep_idle = 0;
         for (np_worker *w = p->all; w != NULL; w = w->next_all) {
+            np_task *cur = atomic_load_explicit(&w->current, memory_order_relaxed);
             if (pthread_equal(w->thread, self)) {
                 keep = w;
             }
-            else if (w->current != NULL) {
-                w->current->next = NULL;
-                append_list(&p->orphans, w->current);
+            else if (cur != NULL) {
+                cur->next = NULL;
+                append_list(&p->orphans, cur);
+            }
+        }
+        /* The forking worker may be on the idle stack (a fork from its
+         * idle_begin hook): it must stay there, or nothing wakes it. */
+        for (np_worker *w = p->idle_top; w != NULL; w = w->next_idle) {
+            if (w == keep) {
+                keep_idle = 1;
             }
         }
         append_list(&p->orphans, p->head);
@@ -144,6 +155,11 @@ atfork_child(void)
         p->threads = keep != NULL;
         if (keep != NULL) {
             keep->prev_all = keep->next_all = NULL;
+            if (keep_idle) {
+                keep->next_idle = NULL;
+                p->idle_top = keep;
+                p->idle = 1;
+            }
         }
         /* Waiters on `joined` were threads of the parent. */
         pthread_cond_init(&p->joined, NULL);
@@ -293,8 +309,11 @@ np_pool_submit(np_pool *p, np_task *task)
      * queued task (whose submitter returned NP_OK while our reservation still
      * counted) becomes an orphan for the owner to fail. */
     if (!unlink_queued(p, task)) {
-        /* Cannot happen: no thread exists to have taken it. */
-        abort();
+        /* Already gone: a close(take_queued) took it, or a worker that has
+         * since exited ran it.  Either way it is not ours to fail. */
+        pthread_cond_broadcast(&p->joined);
+        unlock_pool(p);
+        return NP_OK;
     }
     p->submitted--;
     append_list(&p->orphans, p->head);
@@ -360,7 +379,6 @@ np_pool_work(np_pool *p, void *arg)
 
     for (;;) {
         /* Lock held here, and we are not on the idle stack. */
-        w.current = NULL;
         if (p->head != NULL) {
             np_task *t = p->head;
             p->head = t->next;
@@ -369,7 +387,7 @@ np_pool_work(np_pool *p, void *arg)
             }
             p->queued--;
             p->started++;
-            w.current = t;
+            atomic_store_explicit(&w.current, t, memory_order_relaxed);
             unlock_pool(p);
             if (prev != NULL && prev->release != NULL) {
                 prev->release(prev, arg);
@@ -381,6 +399,9 @@ np_pool_work(np_pool *p, void *arg)
                 parked_hooks = 0;
             }
             t->run(t, arg);
+            /* Done: a fork from now on must not orphan it.  Atomic because
+             * the fork handlers read it while we may be outside the lock. */
+            atomic_store_explicit(&w.current, NULL, memory_order_relaxed);
             prev = t;
             lock_pool(p);
             continue;

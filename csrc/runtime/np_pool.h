@@ -76,7 +76,10 @@ np_pool *np_pool_new(size_t max_workers, const np_pool_hooks *hooks);
  *   NP_OK       queued; some worker will run it
  *   NP_ECLOSED  the pool is closed; the task was not queued
  *   < 0         (the spawn hook's error) no thread exists or is starting to
- *               run the task, so it was taken back out: not queued.
+ *               run the task, so it was taken back out: not queued.  Any
+ *               other queued task (whose submitter got NP_OK while our
+ *               reserved thread still counted) is stranded the same way and
+ *               becomes an orphan: see np_pool_take_orphans.
  * A spawn failure while other workers exist is not an error: they will run
  * the task. */
 int np_pool_submit(np_pool *pool, np_task *task);
@@ -109,11 +112,14 @@ void np_pool_free(np_pool *pool);
  * that were queued or running in the parent are set aside as orphans (they
  * belong to the parent: running them again in the child would repeat their
  * side effects).  The pool stays open and spawns new workers on demand.
+ * Exception: if the forking thread is itself one of the pool's workers (a
+ * task, or a hook, called fork), it stays a worker in the child and keeps
+ * its task, so the child's pool has that one thread.
  *
  * np_pool_take_orphans returns those tasks (a list linked by ->next, which the
  * caller now owns and must fail or release; tasks that were running are
- * included, and never had their run function finish in this process), or
- * NULL.
+ * included, and never had their run function finish in this process), and
+ * the tasks stranded by a spawn failure (see np_pool_submit), or NULL.
  */
 np_task *np_pool_take_orphans(np_pool *pool);
 
