@@ -603,26 +603,28 @@ get_condition(PyObject *op, void *Py_UNUSED(closure))
     return c;
 }
 
+/* _result and _exception, as the stdlib's attributes read: None until the
+ * future has finished. */
+static PyObject *
+finished_field(np_future *f, PyObject *field)
+{
+    if (NPF_STATE(atomic_load(&f->state)) != NPF_FINISHED || field == NULL) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(field);
+    return field;
+}
+
 static PyObject *
 get_result(PyObject *op, void *Py_UNUSED(closure))
 {
-    np_future *f = NP_FUTURE(op);
-    if (NPF_STATE(atomic_load(&f->state)) != NPF_FINISHED || f->result == NULL) {
-        Py_RETURN_NONE;
-    }
-    Py_INCREF(f->result);
-    return f->result;
+    return finished_field(NP_FUTURE(op), NP_FUTURE(op)->result);
 }
 
 static PyObject *
 get_exception(PyObject *op, void *Py_UNUSED(closure))
 {
-    np_future *f = NP_FUTURE(op);
-    if (NPF_STATE(atomic_load(&f->state)) != NPF_FINISHED || f->exception == NULL) {
-        Py_RETURN_NONE;
-    }
-    Py_INCREF(f->exception);
-    return f->exception;
+    return finished_field(NP_FUTURE(op), NP_FUTURE(op)->exception);
 }
 
 static PyObject *
