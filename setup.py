@@ -12,6 +12,7 @@ from setuptools import Extension, setup
 RUNTIME = [
     "csrc/runtime/np_sync.c",
     "csrc/runtime/np_pool.c",
+    "csrc/runtime/np_sem.c",
 ]
 MODULE = [
     "csrc/module/module.c",
@@ -19,6 +20,9 @@ MODULE = [
     "csrc/module/threadpool.c",
     "csrc/module/mapjob.c",
     "csrc/module/waiting.c",
+    "csrc/module/sync_lock.c",
+    "csrc/module/sync_sem.c",
+    "csrc/module/atomicint.c",
 ]
 
 cflags = ["-std=c11", "-Wall", "-Wextra", "-pthread", "-fno-strict-aliasing"]
@@ -45,6 +49,7 @@ setup(
             depends=[
                 "csrc/runtime/np_sync.h",
                 "csrc/runtime/np_pool.h",
+                "csrc/runtime/np_sem.h",
                 "csrc/module/np_module.h",
             ],
         )

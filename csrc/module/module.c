@@ -191,7 +191,10 @@ module_exec(PyObject *module)
 
     if (np_future_types_init(module, st) < 0 ||
         np_pool_types_init(module, st) < 0 ||
-        np_mapiter_type_init(module, st) < 0) {
+        np_mapiter_type_init(module, st) < 0 ||
+        np_lock_types_init(module, st) < 0 ||
+        np_semaphore_types_init(module, st) < 0 ||
+        np_atomicint_type_init(module, st) < 0) {
         return -1;
     }
     return 0;
@@ -207,6 +210,12 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->core_type);
     Py_VISIT(st->pool_type);
     Py_VISIT(st->mapiter_type);
+    Py_VISIT(st->lock_type);
+    Py_VISIT(st->rlock_type);
+    Py_VISIT(st->semaphore_type);
+    Py_VISIT(st->bsemaphore_type);
+    Py_VISIT(st->event_type);
+    Py_VISIT(st->atomicint_type);
     Py_VISIT(st->CancelledError);
     Py_VISIT(st->TimeoutError);
     Py_VISIT(st->InvalidStateError);
@@ -227,6 +236,12 @@ module_clear(PyObject *module)
     Py_CLEAR(st->core_type);
     Py_CLEAR(st->pool_type);
     Py_CLEAR(st->mapiter_type);
+    Py_CLEAR(st->lock_type);
+    Py_CLEAR(st->rlock_type);
+    Py_CLEAR(st->semaphore_type);
+    Py_CLEAR(st->bsemaphore_type);
+    Py_CLEAR(st->event_type);
+    Py_CLEAR(st->atomicint_type);
     Py_CLEAR(st->CancelledError);
     Py_CLEAR(st->TimeoutError);
     Py_CLEAR(st->InvalidStateError);

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "np_pool.h"
+#include "np_sem.h"
 #include "np_sync.h"
 
 /* ---- module state ------------------------------------------------------ */
@@ -32,6 +33,8 @@ typedef struct np_state {
     PyTypeObject *core_type;         /* _nativepool.PoolCore */
     PyTypeObject *pool_type;         /* _nativepool.ThreadPoolBase */
     PyTypeObject *mapiter_type;      /* _nativepool.MapIterator */
+    PyTypeObject *lock_type, *rlock_type, *semaphore_type, *bsemaphore_type;
+    PyTypeObject *event_type, *atomicint_type;
 
     /* The stdlib's exception classes: we raise exactly those. */
     PyObject *CancelledError;
@@ -231,6 +234,55 @@ int np_rlock_is_owned(np_rlock *l);
 
 /* Wait until the future is done.  1 done, 0 timeout, -1 exception. */
 int np_future_wait(np_future *f, int64_t deadline_ns);
+
+/* ---- synchronization objects --------------------------------------------- */
+
+/* Contention statistics, kept on every lock object.  The uncontended path
+ * pays one counter update; the rest is recorded only when a thread had to
+ * wait, so it is always on. */
+typedef struct {
+    _Atomic uint64_t acquisitions;
+    _Atomic uint64_t contended;
+    _Atomic uint64_t wait_total_ns;
+    _Atomic uint64_t wait_max_ns;
+} np_stats;
+
+/* One more acquisition; `exclusive` when the caller holds the lock alone
+ * (Lock, RLock), so a plain load+store cannot lose a count. */
+static inline void
+np_stats_acquired(np_stats *s, int exclusive)
+{
+    if (exclusive) {
+        atomic_store_explicit(&s->acquisitions,
+            atomic_load_explicit(&s->acquisitions, memory_order_relaxed) + 1,
+            memory_order_relaxed);
+    }
+    else {
+        atomic_fetch_add_explicit(&s->acquisitions, 1, memory_order_relaxed);
+    }
+}
+
+PyObject *np_stats_dict(np_stats *s);
+void np_stats_reset(np_stats *s);
+
+/* Take one unit of s, with the GIL released while waiting, until the
+ * deadline; records contention and wait time (stats may be NULL; the
+ * acquisition itself is counted by the caller).  Returns 1 taken, 0 timed
+ * out, -1 with an exception (a signal handler raised: Ctrl-C). */
+int np_sem_take_blocking(np_sem *s, int64_t deadline_ns, np_stats *stats);
+
+/* Wait until s's value differs from seen (an Event), GIL released: 1,
+ * 0 timed out, -1 exception. */
+int np_sem_wait_change_blocking(np_sem *s, uint32_t seen, int64_t deadline_ns);
+
+/* The arguments of threading.Lock.acquire(blocking=True, timeout=-1), with
+ * its errors.  Sets *deadline_ns (now, for a non-blocking call).  0 or -1. */
+int np_parse_lock_acquire(np_state *st, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames, int64_t *deadline_ns);
+
+int np_lock_types_init(PyObject *module, np_state *st);
+int np_semaphore_types_init(PyObject *module, np_state *st);
+int np_atomicint_type_init(PyObject *module, np_state *st);
 
 /* ---- the pool ---------------------------------------------------------- */
 

@@ -183,3 +183,179 @@ np_abandon_tasks(np_task *list, PyObject *exc)
         list = next;
     }
 }
+
+/* ---- synchronization objects: blocking, arguments, statistics ----------- */
+
+static void
+stats_waited(np_stats *s, int64_t ns)
+{
+    if (s == NULL) {
+        return;
+    }
+    uint64_t w = ns > 0 ? (uint64_t)ns : 0;
+    atomic_fetch_add_explicit(&s->contended, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->wait_total_ns, w, memory_order_relaxed);
+    uint64_t m = atomic_load_explicit(&s->wait_max_ns, memory_order_relaxed);
+    while (w > m && !atomic_compare_exchange_weak_explicit(
+                        &s->wait_max_ns, &m, w, memory_order_relaxed,
+                        memory_order_relaxed)) {
+    }
+}
+
+/* The slow path shared by takes and Event waits: the GIL is released
+ * around the spin and the park; EINTR runs the signal handlers and goes
+ * back to waiting for the same deadline. */
+static int
+sem_block(np_sem *s, uint32_t seen, int64_t deadline_ns, int take, np_stats *stats)
+{
+    int64_t t0 = stats ? np_monotonic_ns() : 0;
+    for (;;) {
+        int r;
+        Py_BEGIN_ALLOW_THREADS
+        r = take ? np_sem_take(s, deadline_ns, NP_SEM_INTERRUPTIBLE, NULL)
+                 : np_sem_wait_change(s, seen, deadline_ns, NP_SEM_INTERRUPTIBLE);
+        Py_END_ALLOW_THREADS
+        if (r == NP_OK) {
+            if (stats != NULL) {
+                stats_waited(stats, np_monotonic_ns() - t0);
+            }
+            return 1;
+        }
+        if (r == NP_ETIMEDOUT) {
+            if (stats != NULL) {
+                stats_waited(stats, np_monotonic_ns() - t0);
+            }
+            return 0;
+        }
+        if (PyErr_CheckSignals() < 0) {      /* NP_EINTR */
+            return -1;
+        }
+    }
+}
+
+int
+np_sem_take_blocking(np_sem *s, int64_t deadline_ns, np_stats *stats)
+{
+    if (np_sem_trytake(s)) {
+        return 1;
+    }
+    if (deadline_ns != NP_FOREVER && deadline_ns <= np_monotonic_ns()) {
+        return 0;     /* non-blocking, or no time left: no spin, no park */
+    }
+    return sem_block(s, 0, deadline_ns, 1, stats);
+}
+
+int
+np_sem_wait_change_blocking(np_sem *s, uint32_t seen, int64_t deadline_ns)
+{
+    if (np_sem_value(s) != seen) {
+        return 1;
+    }
+    if (deadline_ns != NP_FOREVER && deadline_ns <= np_monotonic_ns()) {
+        return 0;
+    }
+    return sem_block(s, seen, deadline_ns, 0, NULL);
+}
+
+int
+np_parse_lock_acquire(np_state *st, PyObject *const *args, Py_ssize_t nargs,
+                      PyObject *kwnames, int64_t *deadline_ns)
+{
+    PyObject *blocking_obj = NULL, *timeout_obj = NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs > 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "acquire() takes at most 2 arguments (%zd given)", nargs);
+        return -1;
+    }
+    if (nargs > 0) {
+        blocking_obj = args[0];
+    }
+    if (nargs > 1) {
+        timeout_obj = args[1];
+    }
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        PyObject **slot;
+        if (PyUnicode_CompareWithASCIIString(name, "blocking") == 0) {
+            slot = &blocking_obj;
+        }
+        else if (PyUnicode_CompareWithASCIIString(name, "timeout") == 0) {
+            slot = &timeout_obj;
+        }
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "acquire() got an unexpected keyword argument '%U'", name);
+            return -1;
+        }
+        if (*slot != NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "acquire() got multiple values for argument '%U'", name);
+            return -1;
+        }
+        *slot = args[nargs + k];
+    }
+    int blocking = 1;
+    if (blocking_obj != NULL && (blocking = PyObject_IsTrue(blocking_obj)) < 0) {
+        return -1;
+    }
+    double timeout = -1;
+    if (timeout_obj != NULL) {
+        timeout = PyFloat_AsDouble(timeout_obj);
+        if (timeout == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    if (isnan(timeout)) {
+        PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
+        return -1;
+    }
+    if (!blocking && timeout != -1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "can't specify a timeout for a non-blocking call");
+        return -1;
+    }
+    if (timeout < 0 && timeout != -1) {
+#if PY_VERSION_HEX >= 0x030D0000
+        PyErr_SetString(PyExc_ValueError,
+                        "timeout value must be a non-negative number");
+#else
+        PyErr_SetString(PyExc_ValueError, "timeout value must be positive");
+#endif
+        return -1;
+    }
+    if (timeout > st->timeout_max) {
+        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
+        return -1;
+    }
+    if (!blocking) {
+        *deadline_ns = np_monotonic_ns();
+    }
+    else if (timeout == -1) {
+        *deadline_ns = NP_FOREVER;
+    }
+    else {
+        *deadline_ns = np_deadline_after(timeout);
+    }
+    return 0;
+}
+
+PyObject *
+np_stats_dict(np_stats *s)
+{
+    return Py_BuildValue(
+        "{sKsKsdsd}", "acquisitions",
+        (unsigned long long)atomic_load(&s->acquisitions), "contended",
+        (unsigned long long)atomic_load(&s->contended), "wait_total",
+        (double)atomic_load(&s->wait_total_ns) / 1e9, "wait_max",
+        (double)atomic_load(&s->wait_max_ns) / 1e9);
+}
+
+void
+np_stats_reset(np_stats *s)
+{
+    atomic_store(&s->acquisitions, 0);
+    atomic_store(&s->contended, 0);
+    atomic_store(&s->wait_total_ns, 0);
+    atomic_store(&s->wait_max_ns, 0);
+}

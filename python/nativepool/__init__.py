@@ -20,7 +20,15 @@ from concurrent.futures.thread import BrokenThreadPool
 from . import _nativepool
 from ._future import Future
 from ._thread import ThreadPool, ThreadPoolExecutor, _spawn_thread
-from ._nativepool import set_unretrieved_exception_logging
+from ._nativepool import (
+    AtomicInt,
+    BoundedSemaphore,
+    Event,
+    Lock,
+    RLock,
+    Semaphore,
+    set_unretrieved_exception_logging,
+)
 
 __version__ = "0.1.0"
 
@@ -28,6 +36,12 @@ _nativepool._setup(Future, _spawn_thread)
 
 __all__ = [
     "ALL_COMPLETED",
+    "AtomicInt",
+    "BoundedSemaphore",
+    "Event",
+    "Lock",
+    "RLock",
+    "Semaphore",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
     "BrokenExecutor",

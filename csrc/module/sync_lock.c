@@ -1,0 +1,404 @@
+/* sync_lock.c -- nativepool.Lock and nativepool.RLock.
+ *
+ * Both are an np_sem word (1 = free) plus contention statistics.  The
+ * uncontended acquire is one CAS with the GIL held; a contended one
+ * releases the GIL, spins briefly, then parks on the word (np_sem.h).
+ *
+ * Lock has no owner: as threading.Lock, any thread may release it.  RLock
+ * records its owner (the thread ident, as threading.RLock reports it) and a
+ * recursion count that only the owner touches.
+ */
+#include "np_module.h"
+
+#include "structmember.h"
+
+#include "pythread.h"
+
+typedef struct {
+    PyObject_HEAD
+    np_sem sem;
+    np_stats stats;
+    PyObject *weakreflist;
+} np_lockobj;
+
+typedef struct {
+    PyObject_HEAD
+    np_sem sem;
+    np_stats stats;
+    PyObject *weakreflist;
+    _Atomic unsigned long owner;     /* thread ident, 0 when free */
+    unsigned long count;             /* only touched by the owner */
+} np_rlockobj;
+
+#define LOCK(op) ((np_lockobj *)(op))
+#define RLOCK(op) ((np_rlockobj *)(op))
+
+static PyObject *
+sync_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwargs && PyDict_GET_SIZE(kwargs))) {
+        PyErr_Format(PyExc_TypeError, "%s() takes no arguments", tp->tp_name);
+        return NULL;
+    }
+    PyObject *op = tp->tp_alloc(tp, 0);
+    if (op != NULL) {
+        /* Lock and RLock share the layout up to `sem`. */
+        atomic_init(&LOCK(op)->sem.value, 1);
+    }
+    return op;
+}
+
+static void
+sync_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    if (LOCK(op)->weakreflist != NULL) {
+        PyObject_ClearWeakRefs(op);
+    }
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static np_state *
+sstate(PyObject *op)
+{
+    return np_state_from_type(Py_TYPE(op));
+}
+
+/* ---- Lock --------------------------------------------------------------- */
+
+static PyObject *
+lock_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+             PyObject *kwnames)
+{
+    np_lockobj *l = LOCK(op);
+    int64_t deadline = NP_FOREVER;
+    if (nargs != 0 || kwnames != NULL) {
+        if (np_parse_lock_acquire(sstate(op), args, nargs, kwnames, &deadline) < 0) {
+            return NULL;
+        }
+    }
+    int r = np_sem_take_blocking(&l->sem, deadline, &l->stats);
+    if (r < 0) {
+        return NULL;
+    }
+    if (r) {
+        np_stats_acquired(&l->stats, 1);
+    }
+    return PyBool_FromLong(r);
+}
+
+static PyObject *
+lock_enter(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return lock_acquire(op, NULL, 0, NULL);
+}
+
+static PyObject *
+lock_release(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    if (np_sem_give(&LOCK(op)->sem, 1, 1, 0) != NP_OK) {
+        PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+lock_exit(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t Py_UNUSED(n))
+{
+    return lock_release(op, NULL);
+}
+
+static PyObject *
+lock_locked(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(np_sem_value(&LOCK(op)->sem) == 0);
+}
+
+/* After fork: a new, unlocked lock (waiters were threads of the parent). */
+static PyObject *
+lock_at_fork_reinit(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    np_lockobj *l = LOCK(op);
+    atomic_store(&l->sem.value, 1);
+    atomic_store(&l->sem.sleepers, 0);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sync_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return np_stats_dict(&LOCK(op)->stats);
+}
+
+static PyObject *
+sync_reset_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    np_stats_reset(&LOCK(op)->stats);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+lock_repr(PyObject *op)
+{
+    np_lockobj *l = LOCK(op);
+    return PyUnicode_FromFormat(
+        "<nativepool.Lock %s waiters=%u acquisitions=%llu contended=%llu at %p>",
+        np_sem_value(&l->sem) ? "unlocked" : "locked", np_sem_sleepers(&l->sem),
+        (unsigned long long)atomic_load(&l->stats.acquisitions),
+        (unsigned long long)atomic_load(&l->stats.contended), op);
+}
+
+#define ACQUIRE_DOC(cls)                                                     \
+    "acquire($self, /, blocking=True, timeout=-1)\n--\n\n"                    \
+    "Acquire the " cls ", waiting up to timeout seconds (forever if -1);\n" \
+    "return whether it was acquired. Waits release the GIL and are\n"       \
+    "interrupted by Ctrl-C."
+
+#define STATS_METHODS                                                        \
+    {"stats", sync_stats, METH_NOARGS,                                        \
+     "stats($self, /)\n--\n\n"                                               \
+     "Contention statistics: a dict of acquisitions, contended (how many\n"  \
+     "had to wait), wait_total and wait_max (seconds)."},                    \
+    {"reset_stats", sync_reset_stats, METH_NOARGS,                            \
+     "reset_stats($self, /)\n--\n\nZero the contention statistics."}
+
+static PyMethodDef lock_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))lock_acquire,
+     METH_FASTCALL | METH_KEYWORDS, ACQUIRE_DOC("lock")},
+    {"acquire_lock", (PyCFunction)(void (*)(void))lock_acquire,
+     METH_FASTCALL | METH_KEYWORDS, "An obsolete synonym of acquire()."},
+    {"release", lock_release, METH_NOARGS,
+     "release($self, /)\n--\n\nRelease the lock (from any thread).\n\n"
+     "RuntimeError if it is not locked."},
+    {"release_lock", lock_release, METH_NOARGS, "An obsolete synonym of release()."},
+    {"locked", lock_locked, METH_NOARGS,
+     "locked($self, /)\n--\n\nWhether the lock is held."},
+    {"locked_lock", lock_locked, METH_NOARGS, "An obsolete synonym of locked()."},
+    {"__enter__", lock_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))lock_exit, METH_FASTCALL, NULL},
+    {"_at_fork_reinit", lock_at_fork_reinit, METH_NOARGS, NULL},
+    STATS_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef sync_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(np_lockobj, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot lock_slots[] = {
+    {Py_tp_doc, "Lock()\n--\n\n"
+                "A primitive lock, threading.Lock's drop-in, with contention\n"
+                "statistics (stats())."},
+    {Py_tp_new, sync_new},
+    {Py_tp_dealloc, sync_dealloc},
+    {Py_tp_repr, lock_repr},
+    {Py_tp_methods, lock_methods},
+    {Py_tp_members, sync_members},
+    {0, NULL},
+};
+
+static PyType_Spec lock_spec = {
+    .name = "nativepool.Lock",
+    .basicsize = sizeof(np_lockobj),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .slots = lock_slots,
+};
+
+/* ---- RLock -------------------------------------------------------------- */
+
+/* Take the underlying word for `me` (count starts at `count`). */
+static int
+rlock_take(np_rlockobj *l, int64_t deadline, unsigned long me, unsigned long count)
+{
+    int r = np_sem_take_blocking(&l->sem, deadline, &l->stats);
+    if (r > 0) {
+        atomic_store_explicit(&l->owner, me, memory_order_relaxed);
+        l->count = count;
+        np_stats_acquired(&l->stats, 1);
+    }
+    return r;
+}
+
+static PyObject *
+rlock_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+              PyObject *kwnames)
+{
+    np_rlockobj *l = RLOCK(op);
+    int64_t deadline = NP_FOREVER;
+    if (nargs != 0 || kwnames != NULL) {
+        if (np_parse_lock_acquire(sstate(op), args, nargs, kwnames, &deadline) < 0) {
+            return NULL;
+        }
+    }
+    unsigned long me = PyThread_get_thread_ident();
+    if (atomic_load_explicit(&l->owner, memory_order_relaxed) == me) {
+        if (l->count == ULONG_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "Internal lock count overflowed");
+            return NULL;
+        }
+        l->count++;
+        Py_RETURN_TRUE;
+    }
+    int r = rlock_take(l, deadline, me, 1);
+    if (r < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(r);
+}
+
+static PyObject *
+rlock_enter(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return rlock_acquire(op, NULL, 0, NULL);
+}
+
+static PyObject *
+rlock_release(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    np_rlockobj *l = RLOCK(op);
+    unsigned long me = PyThread_get_thread_ident();
+    if (l->count == 0 ||
+        atomic_load_explicit(&l->owner, memory_order_relaxed) != me) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot release un-acquired lock");
+        return NULL;
+    }
+    if (--l->count == 0) {
+        atomic_store_explicit(&l->owner, 0, memory_order_relaxed);
+        np_sem_give(&l->sem, 1, 1, 0);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+rlock_exit(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t Py_UNUSED(n))
+{
+    return rlock_release(op, NULL);
+}
+
+static int
+rlock_owned(np_rlockobj *l)
+{
+    return l->count > 0 &&
+           atomic_load_explicit(&l->owner, memory_order_relaxed) ==
+               PyThread_get_thread_ident();
+}
+
+static PyObject *
+rlock_is_owned(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(rlock_owned(RLOCK(op)));
+}
+
+static PyObject *
+rlock_recursion_count(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    np_rlockobj *l = RLOCK(op);
+    return PyLong_FromUnsignedLong(rlock_owned(l) ? l->count : 0);
+}
+
+/* For threading.Condition.wait: release completely, return the state. */
+static PyObject *
+rlock_release_save(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    np_rlockobj *l = RLOCK(op);
+    if (l->count == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot release un-acquired lock");
+        return NULL;
+    }
+    unsigned long count = l->count;
+    unsigned long owner = atomic_load_explicit(&l->owner, memory_order_relaxed);
+    l->count = 0;
+    atomic_store_explicit(&l->owner, 0, memory_order_relaxed);
+    np_sem_give(&l->sem, 1, 1, 0);
+    return Py_BuildValue("(kk)", count, owner);
+}
+
+static PyObject *
+rlock_acquire_restore(PyObject *op, PyObject *state)
+{
+    unsigned long count, owner;
+    if (!PyArg_ParseTuple(state, "kk:_acquire_restore", &count, &owner)) {
+        return NULL;
+    }
+    if (rlock_take(RLOCK(op), NP_FOREVER, owner, count) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+rlock_at_fork_reinit(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    atomic_store(&RLOCK(op)->owner, 0);
+    RLOCK(op)->count = 0;
+    return lock_at_fork_reinit(op, NULL);
+}
+
+static PyObject *
+rlock_repr(PyObject *op)
+{
+    np_rlockobj *l = RLOCK(op);
+    unsigned long owner = atomic_load(&l->owner);
+    return PyUnicode_FromFormat(
+        "<nativepool.RLock %s owner=%lu count=%lu waiters=%u acquisitions=%llu "
+        "contended=%llu at %p>",
+        np_sem_value(&l->sem) ? "unlocked" : "locked", owner,
+        owner ? l->count : 0UL, np_sem_sleepers(&l->sem),
+        (unsigned long long)atomic_load(&l->stats.acquisitions),
+        (unsigned long long)atomic_load(&l->stats.contended), op);
+}
+
+static PyMethodDef rlock_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))rlock_acquire,
+     METH_FASTCALL | METH_KEYWORDS, ACQUIRE_DOC("lock (again, if this thread holds it)")},
+    {"release", rlock_release, METH_NOARGS,
+     "release($self, /)\n--\n\nRelease one level; the owner only.\n\n"
+     "RuntimeError if this thread does not hold it."},
+    {"__enter__", rlock_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))rlock_exit, METH_FASTCALL, NULL},
+    {"_is_owned", rlock_is_owned, METH_NOARGS, NULL},
+    {"_recursion_count", rlock_recursion_count, METH_NOARGS, NULL},
+    {"_release_save", rlock_release_save, METH_NOARGS, NULL},
+    {"_acquire_restore", rlock_acquire_restore, METH_O, NULL},
+    {"_at_fork_reinit", rlock_at_fork_reinit, METH_NOARGS, NULL},
+    STATS_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot rlock_slots[] = {
+    {Py_tp_doc, "RLock()\n--\n\n"
+                "A reentrant lock, threading.RLock's drop-in, with contention\n"
+                "statistics (stats())."},
+    {Py_tp_new, sync_new},
+    {Py_tp_dealloc, sync_dealloc},
+    {Py_tp_repr, rlock_repr},
+    {Py_tp_methods, rlock_methods},
+    {Py_tp_members, sync_members},
+    {0, NULL},
+};
+
+static PyType_Spec rlock_spec = {
+    .name = "nativepool.RLock",
+    .basicsize = sizeof(np_rlockobj),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .slots = rlock_slots,
+};
+
+int
+np_lock_types_init(PyObject *module, np_state *st)
+{
+    st->lock_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &lock_spec, NULL);
+    if (st->lock_type == NULL ||
+        np_module_add(module, "Lock", (PyObject *)st->lock_type) < 0) {
+        return -1;
+    }
+    st->rlock_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &rlock_spec, NULL);
+    if (st->rlock_type == NULL ||
+        np_module_add(module, "RLock", (PyObject *)st->rlock_type) < 0) {
+        return -1;
+    }
+    return 0;
+}
