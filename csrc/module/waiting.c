@@ -204,17 +204,31 @@ stats_waited(np_stats *s, int64_t ns)
 
 /* The slow path shared by takes and Event waits: the GIL is released
  * around the spin and the park; EINTR runs the signal handlers and goes
- * back to waiting for the same deadline. */
+ * back to waiting for the same deadline.
+ *
+ * Between the spin and the park we take the GIL back once to run pending
+ * signal handlers: a Ctrl-C whose handler ran while we were spinning (not
+ * in the futex wait) would otherwise not interrupt the park, and an
+ * untimed wait would sit out the KeyboardInterrupt.  Retaking the GIL
+ * there costs nothing we would not pay anyway: returning needs it. */
 static int
 sem_block(np_sem *s, uint32_t seen, int64_t deadline_ns, int take, np_stats *stats)
 {
     int64_t t0 = stats ? np_monotonic_ns() : 0;
+    int flags = NP_SEM_INTERRUPTIBLE | NP_SEM_SPIN_ONLY;
     for (;;) {
         int r;
         Py_BEGIN_ALLOW_THREADS
-        r = take ? np_sem_take(s, deadline_ns, NP_SEM_INTERRUPTIBLE, NULL)
-                 : np_sem_wait_change(s, seen, deadline_ns, NP_SEM_INTERRUPTIBLE);
+        r = take ? np_sem_take(s, deadline_ns, flags, NULL)
+                 : np_sem_wait_change(s, seen, deadline_ns, flags);
         Py_END_ALLOW_THREADS
+        if (r == NP_EAGAIN) {        /* the spin did not do: park now */
+            flags = NP_SEM_INTERRUPTIBLE | NP_SEM_NOSPIN;
+            if (PyErr_CheckSignals() < 0) {
+                return -1;
+            }
+            continue;
+        }
         if (r == NP_OK) {
             if (stats != NULL) {
                 stats_waited(stats, np_monotonic_ns() - t0);

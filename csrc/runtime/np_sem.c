@@ -27,7 +27,9 @@ spin_for_change(np_sem *s, uint32_t seen, int64_t deadline_ns)
         end = deadline_ns;
     }
     for (unsigned i = 1;; i++) {
-        if (atomic_load_explicit(&s->value, memory_order_relaxed) != seen) {
+        /* acquire: a wait that ends here must see what the waker wrote
+         * before its change, as one that ends after parking does. */
+        if (atomic_load_explicit(&s->value, memory_order_acquire) != seen) {
             return 1;
         }
         cpu_relax();
@@ -70,6 +72,9 @@ wait_loop(np_sem *s, uint32_t seen, int64_t deadline_ns, int flags, int take)
             if (spin_for_change(s, seen, deadline_ns) &&
                 (!take || np_sem_trytake(s))) {
                 return NP_OK;
+            }
+            if (flags & NP_SEM_SPIN_ONLY) {
+                return NP_EAGAIN;
             }
             continue;
         }
@@ -133,13 +138,4 @@ np_sem_give(np_sem *s, uint32_t n, uint32_t max, int wake_all)
         np_futex_wake(&s->value, wake_all || n > INT32_MAX ? INT32_MAX : (int)n);
     }
     return NP_OK;
-}
-
-void
-np_sem_store(np_sem *s, uint32_t v)
-{
-    atomic_store(&s->value, v);
-    if (v != 0 && atomic_load(&s->sleepers) != 0) {
-        np_futex_wake(&s->value, INT32_MAX);
-    }
 }

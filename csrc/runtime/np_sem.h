@@ -59,6 +59,10 @@ np_sem_trytake(np_sem *s)
 /* Flags for the blocking calls. */
 #define NP_SEM_INTERRUPTIBLE 1   /* return NP_EINTR when a signal handler ran */
 #define NP_SEM_NOSPIN        2   /* park at once */
+/* Spin, then return NP_EAGAIN instead of parking.  A caller that must look
+ * at signals between the two (a signal handled while we spin does not
+ * interrupt the later futex wait) calls again with NP_SEM_NOSPIN. */
+#define NP_SEM_SPIN_ONLY     4
 
 /* Take one unit, waiting until the deadline.  Returns NP_OK, NP_ETIMEDOUT
  * or (interruptible) NP_EINTR.  If `slept` is not NULL it is set to 1 when
@@ -85,10 +89,6 @@ void np_sem_wake_all(np_sem *s);
  * max != 0, fail with NP_EAGAIN instead if value would exceed max (a
  * BoundedSemaphore's over-release, a Lock released while unlocked). */
 int np_sem_give(np_sem *s, uint32_t n, uint32_t max, int wake_all);
-
-/* Set value to v (0 or more) and wake every sleeper if v != 0 (an Event's
- * set and clear). */
-void np_sem_store(np_sem *s, uint32_t v);
 
 static inline uint32_t
 np_sem_value(np_sem *s)
