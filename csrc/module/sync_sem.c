@@ -448,8 +448,14 @@ np_semaphore_types_init(PyObject *module, np_state *st)
         np_module_add(module, "Semaphore", (PyObject *)st->semaphore_type) < 0) {
         return -1;
     }
-    st->bsemaphore_type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &bsem_spec, (PyObject *)st->semaphore_type);
+    /* 3.9 wants a tuple of bases, not a bare type. */
+    PyObject *bases = PyTuple_Pack(1, (PyObject *)st->semaphore_type);
+    if (bases == NULL) {
+        return -1;
+    }
+    st->bsemaphore_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &bsem_spec, bases);
+    Py_DECREF(bases);
     if (st->bsemaphore_type == NULL ||
         np_module_add(module, "BoundedSemaphore", (PyObject *)st->bsemaphore_type) < 0) {
         return -1;
