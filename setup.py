@@ -23,6 +23,8 @@ MODULE = [
     "csrc/module/sync_lock.c",
     "csrc/module/sync_sem.c",
     "csrc/module/atomicint.c",
+    "csrc/module/sync_cond.c",
+    "csrc/module/queue.c",
 ]
 
 cflags = ["-std=c11", "-Wall", "-Wextra", "-pthread", "-fno-strict-aliasing"]

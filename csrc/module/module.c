@@ -194,7 +194,9 @@ module_exec(PyObject *module)
         np_mapiter_type_init(module, st) < 0 ||
         np_lock_types_init(module, st) < 0 ||
         np_semaphore_types_init(module, st) < 0 ||
-        np_atomicint_type_init(module, st) < 0) {
+        np_atomicint_type_init(module, st) < 0 ||
+        np_condition_types_init(module, st) < 0 ||
+        np_queue_types_init(module, st) < 0) {
         return -1;
     }
     return 0;
@@ -216,6 +218,16 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->bsemaphore_type);
     Py_VISIT(st->event_type);
     Py_VISIT(st->atomicint_type);
+    Py_VISIT(st->cond_type);
+    Py_VISIT(st->barrier_type);
+    Py_VISIT(st->queue_type);
+    Py_VISIT(st->lifoqueue_type);
+    Py_VISIT(st->priorityqueue_type);
+    Py_VISIT(st->simplequeue_type);
+    Py_VISIT(st->Empty);
+    Py_VISIT(st->Full);
+    Py_VISIT(st->ShutDown);
+    Py_VISIT(st->BrokenBarrierError);
     Py_VISIT(st->CancelledError);
     Py_VISIT(st->TimeoutError);
     Py_VISIT(st->InvalidStateError);
@@ -242,6 +254,16 @@ module_clear(PyObject *module)
     Py_CLEAR(st->bsemaphore_type);
     Py_CLEAR(st->event_type);
     Py_CLEAR(st->atomicint_type);
+    Py_CLEAR(st->cond_type);
+    Py_CLEAR(st->barrier_type);
+    Py_CLEAR(st->queue_type);
+    Py_CLEAR(st->lifoqueue_type);
+    Py_CLEAR(st->priorityqueue_type);
+    Py_CLEAR(st->simplequeue_type);
+    Py_CLEAR(st->Empty);
+    Py_CLEAR(st->Full);
+    Py_CLEAR(st->ShutDown);
+    Py_CLEAR(st->BrokenBarrierError);
     Py_CLEAR(st->CancelledError);
     Py_CLEAR(st->TimeoutError);
     Py_CLEAR(st->InvalidStateError);

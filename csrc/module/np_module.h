@@ -35,6 +35,12 @@ typedef struct np_state {
     PyTypeObject *mapiter_type;      /* _nativepool.MapIterator */
     PyTypeObject *lock_type, *rlock_type, *semaphore_type, *bsemaphore_type;
     PyTypeObject *event_type, *atomicint_type;
+    PyTypeObject *cond_type, *barrier_type;                /* sync_cond.c */
+    PyTypeObject *queue_type, *lifoqueue_type;             /* queue.c */
+    PyTypeObject *priorityqueue_type, *simplequeue_type;
+    PyObject *Empty, *Full, *ShutDown;   /* queue.Empty, queue.Full, queue.ShutDown
+                                            (ours on Pythons before 3.13) */
+    PyObject *BrokenBarrierError;        /* threading.BrokenBarrierError */
 
     /* The stdlib's exception classes: we raise exactly those. */
     PyObject *CancelledError;
@@ -283,6 +289,8 @@ int np_parse_lock_acquire(np_state *st, PyObject *const *args, Py_ssize_t nargs,
 int np_lock_types_init(PyObject *module, np_state *st);
 int np_semaphore_types_init(PyObject *module, np_state *st);
 int np_atomicint_type_init(PyObject *module, np_state *st);
+int np_condition_types_init(PyObject *module, np_state *st);   /* Condition, Barrier */
+int np_queue_types_init(PyObject *module, np_state *st);       /* the Queue family */
 
 /* ---- the pool ---------------------------------------------------------- */
 

@@ -20,13 +20,23 @@ from concurrent.futures.thread import BrokenThreadPool
 from . import _nativepool
 from ._future import Future
 from ._thread import ThreadPool, ThreadPoolExecutor, _spawn_thread
+from queue import Empty, Full
+
 from ._nativepool import (
     AtomicInt,
+    Barrier,
     BoundedSemaphore,
+    BrokenBarrierError,
+    Condition,
     Event,
+    LifoQueue,
     Lock,
+    PriorityQueue,
+    Queue,
     RLock,
     Semaphore,
+    ShutDown,
+    SimpleQueue,
     set_unretrieved_exception_logging,
 )
 
@@ -37,7 +47,17 @@ _nativepool._setup(Future, _spawn_thread)
 __all__ = [
     "ALL_COMPLETED",
     "AtomicInt",
+    "Barrier",
     "BoundedSemaphore",
+    "BrokenBarrierError",
+    "Condition",
+    "Empty",
+    "Full",
+    "LifoQueue",
+    "PriorityQueue",
+    "Queue",
+    "ShutDown",
+    "SimpleQueue",
     "Event",
     "Lock",
     "RLock",

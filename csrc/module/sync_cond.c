@@ -1,0 +1,876 @@
+/* sync_cond.c -- nativepool.Condition and nativepool.Barrier.
+ *
+ * threading.Condition allocates a lock per wait() and keeps the waiters in
+ * a deque; threading.Barrier is Python on top of a Condition.  Here:
+ *
+ * Condition: each waiter is a struct on its own C stack, linked into a FIFO
+ * under a small internal mutex, and sleeps on its own np_sem word (spin,
+ * then park, GIL released).  notify(n) unlinks up to n waiters, marks them
+ * and gives each word one unit, all under the mutex.  A waiter always takes
+ * the mutex once more before it returns, so a notifier never touches a
+ * waiter's stack after the waiter has left (the give's futex wake comes
+ * first, under the mutex).  A waiter that times out and finds itself
+ * already notified returns True: the notify is never lost.
+ *
+ * The user's lock can be any object with the stdlib lock protocol; like
+ * threading.Condition we use its _release_save/_acquire_restore/_is_owned
+ * when it has them (nativepool.RLock and threading.RLock do).
+ *
+ * Barrier: the stdlib's state machine, verbatim, with its Condition
+ * replaced by a recursive lock (held across the action, as the stdlib
+ * holds its Condition) and a generation word that every state change
+ * bumps; waiters sleep until the generation moves.
+ */
+#include "np_module.h"
+
+#include "structmember.h"
+
+/* ---- Condition ----------------------------------------------------------- */
+
+typedef struct cond_waiter {
+    struct cond_waiter *next;
+    np_sem sem;                  /* notify gives it one unit */
+    int notified;                /* set under the mutex by notify */
+} cond_waiter;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *lock;
+    PyObject *acquire, *release;             /* bound methods of lock */
+    PyObject *release_save, *acquire_restore, *is_owned;   /* or NULL */
+    np_mutex mutex;                          /* guards the waiter list */
+    cond_waiter *head, *tail;
+    Py_ssize_t nwaiters;
+    PyObject *weakreflist;
+} np_condobj;
+
+#define COND(op) ((np_condobj *)(op))
+
+/* Take the internal mutex.  It is only ever held for a few list moves and
+ * a futex wake, never while waiting for the GIL, so a short block with the
+ * GIL held is safe; still, release the GIL if we must sleep. */
+static void
+mutex_lock(np_mutex *m)
+{
+    if (!np_mutex_trylock(m)) {
+        Py_BEGIN_ALLOW_THREADS
+        np_mutex_lock(m);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+static int
+cond_init(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    static char *kws[] = {"lock", NULL};
+    PyObject *lock = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:Condition", kws, &lock)) {
+        return -1;
+    }
+    np_condobj *c = COND(op);
+    if (c->lock != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Condition is already initialised");
+        return -1;
+    }
+    if (lock == Py_None) {
+        np_state *st = np_state_from_type(Py_TYPE(op));
+        lock = PyObject_CallNoArgs((PyObject *)st->rlock_type);
+        if (lock == NULL) {
+            return -1;
+        }
+    }
+    else {
+        Py_INCREF(lock);
+    }
+    c->lock = lock;
+    if ((c->acquire = PyObject_GetAttrString(lock, "acquire")) == NULL ||
+        (c->release = PyObject_GetAttrString(lock, "release")) == NULL) {
+        return -1;
+    }
+    /* Optional parts of the protocol, as threading.Condition probes them. */
+    const char *names[3] = {"_release_save", "_acquire_restore", "_is_owned"};
+    PyObject **slots[3] = {&c->release_save, &c->acquire_restore, &c->is_owned};
+    for (int i = 0; i < 3; i++) {
+        *slots[i] = PyObject_GetAttrString(lock, names[i]);
+        if (*slots[i] == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                return -1;
+            }
+            PyErr_Clear();
+        }
+    }
+    return 0;
+}
+
+static int
+cond_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    np_condobj *c = COND(op);
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(c->lock);
+    Py_VISIT(c->acquire);
+    Py_VISIT(c->release);
+    Py_VISIT(c->release_save);
+    Py_VISIT(c->acquire_restore);
+    Py_VISIT(c->is_owned);
+    return 0;
+}
+
+static int
+cond_clear(PyObject *op)
+{
+    np_condobj *c = COND(op);
+    Py_CLEAR(c->lock);
+    Py_CLEAR(c->acquire);
+    Py_CLEAR(c->release);
+    Py_CLEAR(c->release_save);
+    Py_CLEAR(c->acquire_restore);
+    Py_CLEAR(c->is_owned);
+    return 0;
+}
+
+static void
+cond_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    if (COND(op)->weakreflist != NULL) {
+        PyObject_ClearWeakRefs(op);
+    }
+    cond_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static int
+check_init(np_condobj *c)
+{
+    if (c->lock == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Condition.__init__() was not called");
+        return -1;
+    }
+    return 0;
+}
+
+/* 1 if the calling thread holds the lock, 0 if not, -1 error. */
+static int
+is_owned(np_condobj *c)
+{
+    if (c->is_owned != NULL) {
+        PyObject *r = PyObject_CallNoArgs(c->is_owned);
+        if (r == NULL) {
+            return -1;
+        }
+        int b = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        return b;
+    }
+    /* threading.Condition's fallback for a plain lock: if we can take it,
+     * nobody (we) held it. */
+    PyObject *r = PyObject_CallFunctionObjArgs(c->acquire, Py_False, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    int got = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (got > 0) {
+        r = PyObject_CallNoArgs(c->release);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+        return 0;
+    }
+    return got < 0 ? -1 : 1;
+}
+
+static PyObject *
+cond_is_owned(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    if (check_init(COND(op)) < 0) {
+        return NULL;
+    }
+    int r = is_owned(COND(op));
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+static void
+unlink_waiter(np_condobj *c, cond_waiter *w)
+{
+    cond_waiter **link = &c->head, *prev = NULL;
+    while (*link != NULL && *link != w) {
+        prev = *link;
+        link = &(*link)->next;
+    }
+    if (*link == w) {
+        *link = w->next;
+        if (c->tail == w) {
+            c->tail = prev;
+        }
+        c->nwaiters--;
+    }
+}
+
+/* wait() with an absolute deadline: 1 notified, 0 timed out, -1 error.  The
+ * lock is held again on return, whatever happened. */
+static int
+cond_wait_until(np_condobj *c, int64_t deadline)
+{
+    int owned = is_owned(c);
+    if (owned <= 0) {
+        if (owned == 0) {
+            PyErr_SetString(PyExc_RuntimeError, "cannot wait on un-acquired lock");
+        }
+        return -1;
+    }
+    cond_waiter w = {NULL, NP_SEM_INIT(0), 0};
+    mutex_lock(&c->mutex);
+    if (c->tail != NULL) {
+        c->tail->next = &w;
+    }
+    else {
+        c->head = &w;
+    }
+    c->tail = &w;
+    c->nwaiters++;
+    np_mutex_unlock(&c->mutex);
+
+    PyObject *saved = c->release_save ? PyObject_CallNoArgs(c->release_save)
+                                      : PyObject_CallNoArgs(c->release);
+    if (saved == NULL) {
+        mutex_lock(&c->mutex);
+        unlink_waiter(c, &w);
+        np_mutex_unlock(&c->mutex);
+        return -1;
+    }
+
+    int r = np_sem_take_blocking(&w.sem, deadline, NULL);
+
+    /* Synchronise with a notifier that may still be inside np_sem_give on
+     * our stack; then decide, under the mutex, whether we were notified. */
+    mutex_lock(&c->mutex);
+    int notified = w.notified;
+    if (!notified) {
+        unlink_waiter(c, &w);
+    }
+    np_mutex_unlock(&c->mutex);
+
+    /* Take the lock back even if we are raising (the stdlib's finally). */
+    PyObject *exc = r < 0 ? np_fetch_exception() : NULL;
+    PyObject *res = c->acquire_restore
+                        ? PyObject_CallOneArg(c->acquire_restore, saved)
+                        : PyObject_CallNoArgs(c->acquire);
+    Py_DECREF(saved);
+    if (res == NULL) {
+        Py_XDECREF(exc);
+        return -1;
+    }
+    Py_DECREF(res);
+    if (exc != NULL) {
+        np_raise_exception(exc);
+        Py_DECREF(exc);
+        return -1;
+    }
+    return notified;
+}
+
+/* threading.Condition.wait's timeout: None forever, <= 0 do not block. */
+static int
+parse_wait_timeout(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+                   PyObject *kwnames, Py_ssize_t first, const char *fname,
+                   int64_t *deadline)
+{
+    PyObject *timeout = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs - first + nkw > 1 ||
+        (nkw == 1 &&
+         PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout"))) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most one timeout argument", fname);
+        return -1;
+    }
+    if (nargs - first == 1) {
+        timeout = args[first];
+    }
+    else if (nkw == 1) {
+        timeout = args[nargs];
+    }
+    return np_parse_timeout(np_state_from_type(Py_TYPE(op)), timeout, deadline);
+}
+
+static PyObject *
+cond_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    int64_t deadline;
+    if (check_init(COND(op)) < 0 ||
+        parse_wait_timeout(op, args, nargs, kwnames, 0, "wait", &deadline) < 0) {
+        return NULL;
+    }
+    int r = cond_wait_until(COND(op), deadline);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+static PyObject *
+cond_wait_for(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+              PyObject *kwnames)
+{
+    if (check_init(COND(op)) < 0) {
+        return NULL;
+    }
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError,
+                        "wait_for() missing 1 required positional argument: 'predicate'");
+        return NULL;
+    }
+    int64_t deadline;
+    if (parse_wait_timeout(op, args, nargs, kwnames, 1, "wait_for", &deadline) < 0) {
+        return NULL;
+    }
+    PyObject *predicate = args[0];
+    /* As the stdlib's loop: a false predicate always gets one wait() (so a
+     * zero timeout still checks that we hold the lock), then waits until
+     * it is true or the time is up. */
+    for (int waited = 0;; waited = 1) {
+        PyObject *result = PyObject_CallNoArgs(predicate);
+        if (result == NULL) {
+            return NULL;
+        }
+        int truth = PyObject_IsTrue(result);
+        if (truth != 0 || (waited && deadline != NP_FOREVER &&
+                           np_monotonic_ns() >= deadline)) {
+            if (truth < 0) {
+                Py_CLEAR(result);
+            }
+            return result;
+        }
+        Py_DECREF(result);
+        if (cond_wait_until(COND(op), deadline) < 0) {
+            return NULL;
+        }
+    }
+}
+
+/* The checks notify() makes before anything else, as the stdlib orders
+ * them.  0 go on, -1 error. */
+static int
+notify_check(np_condobj *c)
+{
+    if (check_init(c) < 0) {
+        return -1;
+    }
+    int owned = is_owned(c);
+    if (owned == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot notify on un-acquired lock");
+    }
+    return owned > 0 ? 0 : -1;
+}
+
+static PyObject *
+notify_n(np_condobj *c, Py_ssize_t n)
+{
+    mutex_lock(&c->mutex);
+    while (c->head != NULL && n > 0) {
+        cond_waiter *w = c->head;
+        c->head = w->next;
+        if (c->head == NULL) {
+            c->tail = NULL;
+        }
+        c->nwaiters--;
+        w->notified = 1;
+        np_sem_give(&w->sem, 1, 0, 0);    /* w stays valid: we hold the mutex */
+        n--;
+    }
+    np_mutex_unlock(&c->mutex);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+cond_notify(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t n = 1;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw > 1 ||
+        (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "n"))) {
+        PyErr_SetString(PyExc_TypeError, "notify() takes at most one argument, n");
+        return NULL;
+    }
+    if (notify_check(COND(op)) < 0) {
+        return NULL;
+    }
+    /* With nobody waiting the stdlib never looks at n. */
+    if (nargs + nkw == 1 && COND(op)->nwaiters > 0) {
+        n = PyNumber_AsSsize_t(args[0], PyExc_OverflowError);
+        if (n == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    return notify_n(COND(op), n);
+}
+
+static PyObject *
+cond_notify_all(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    if (notify_check(COND(op)) < 0) {
+        return NULL;
+    }
+    return notify_n(COND(op), PY_SSIZE_T_MAX);
+}
+
+static PyObject *
+cond_notifyAll(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+#if PY_VERSION_HEX >= 0x030A0000
+    if (PyErr_WarnEx(PyExc_DeprecationWarning,
+                     "notifyAll() is deprecated, use notify_all() instead", 1) < 0) {
+        return NULL;
+    }
+#endif
+    return cond_notify_all(op, NULL);
+}
+
+/* acquire/release/__enter__/__exit__ delegate to the lock, as the stdlib's
+ * Condition binds them. */
+static PyObject *
+cond_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (check_init(COND(op)) < 0) {
+        return NULL;
+    }
+    return PyObject_Vectorcall(COND(op)->acquire, args, nargs, kwnames);
+}
+
+static PyObject *
+cond_release(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    if (check_init(COND(op)) < 0) {
+        return NULL;
+    }
+    return PyObject_CallNoArgs(COND(op)->release);
+}
+
+static PyObject *
+cond_enter(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    if (check_init(COND(op)) < 0) {
+        return NULL;
+    }
+    return PyObject_CallMethod(COND(op)->lock, "__enter__", NULL);
+}
+
+static PyObject *
+cond_exit(PyObject *op, PyObject *args)
+{
+    if (check_init(COND(op)) < 0) {
+        return NULL;
+    }
+    PyObject *meth = PyObject_GetAttrString(COND(op)->lock, "__exit__");
+    if (meth == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_Call(meth, args, NULL);
+    Py_DECREF(meth);
+    return r;
+}
+
+static PyObject *
+cond_repr(PyObject *op)
+{
+    np_condobj *c = COND(op);
+    if (c->lock == NULL) {
+        return PyUnicode_FromFormat("<nativepool.Condition (uninitialised) at %p>", op);
+    }
+    return PyUnicode_FromFormat("<nativepool.Condition(%R, %zd)>", c->lock, c->nwaiters);
+}
+
+static PyMethodDef cond_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))cond_acquire, METH_FASTCALL | METH_KEYWORDS,
+     "acquire($self, /, *args, **kwargs)\n--\n\nAcquire the underlying lock."},
+    {"release", cond_release, METH_NOARGS,
+     "release($self, /)\n--\n\nRelease the underlying lock."},
+    {"__enter__", cond_enter, METH_NOARGS, NULL},
+    {"__exit__", cond_exit, METH_VARARGS, NULL},
+    {"_is_owned", cond_is_owned, METH_NOARGS, NULL},
+    {"wait", (PyCFunction)(void (*)(void))cond_wait, METH_FASTCALL | METH_KEYWORDS,
+     "wait($self, /, timeout=None)\n--\n\n"
+     "Release the lock, wait until notified or timeout seconds pass, take\n"
+     "the lock back; return True unless it timed out."},
+    {"wait_for", (PyCFunction)(void (*)(void))cond_wait_for,
+     METH_FASTCALL | METH_KEYWORDS,
+     "wait_for($self, predicate, /, timeout=None)\n--\n\n"
+     "Wait until predicate() is true or the timeout passes; return its\n"
+     "last value."},
+    {"notify", (PyCFunction)(void (*)(void))cond_notify, METH_FASTCALL | METH_KEYWORDS,
+     "notify($self, /, n=1)\n--\n\nWake up to n waiters, longest waiting first."},
+    {"notify_all", cond_notify_all, METH_NOARGS,
+     "notify_all($self, /)\n--\n\nWake every waiter."},
+    {"notifyAll", cond_notifyAll, METH_NOARGS, "Deprecated alias of notify_all()."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef cond_members[] = {
+    {"_lock", T_OBJECT, offsetof(np_condobj, lock), READONLY, "the underlying lock"},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(np_condobj, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot cond_slots[] = {
+    {Py_tp_doc, "Condition(lock=None)\n--\n\n"
+                "threading.Condition's drop-in, in C. The lock defaults to a\n"
+                "nativepool.RLock; any lock with the stdlib protocol works."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, cond_init},
+    {Py_tp_dealloc, cond_dealloc},
+    {Py_tp_traverse, cond_traverse},
+    {Py_tp_clear, cond_clear},
+    {Py_tp_repr, cond_repr},
+    {Py_tp_methods, cond_methods},
+    {Py_tp_members, cond_members},
+    {0, NULL},
+};
+
+static PyType_Spec cond_spec = {
+    .name = "nativepool.Condition",
+    .basicsize = sizeof(np_condobj),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = cond_slots,
+};
+
+/* ---- Barrier ------------------------------------------------------------- */
+
+enum { FILLING = 0, DRAINING = 1, RESETTING = -1, BROKEN = -2 };
+
+typedef struct {
+    PyObject_HEAD
+    np_rlock lock;
+    np_sem gen;                  /* bumped by every notify_all */
+    Py_ssize_t parties, count;
+    int state;
+    PyObject *action;            /* or NULL */
+    PyObject *timeout;           /* default timeout, or None */
+    PyObject *weakreflist;
+} np_barrierobj;
+
+#define BARRIER(op) ((np_barrierobj *)(op))
+
+static void
+barrier_notify_all(np_barrierobj *b)
+{
+    atomic_fetch_add(&b->gen.value, 1);    /* seq_cst: see np_sem.h */
+    np_sem_wake_all(&b->gen);
+}
+
+/* The Condition wait of the stdlib's Barrier: lock held on entry and on
+ * return.  1 woken, 0 timed out, -1 error (Ctrl-C). */
+static int
+barrier_wait_gen(np_barrierobj *b, int64_t deadline)
+{
+    uint32_t seen = np_sem_value(&b->gen);
+    unsigned long depth = b->lock.count;
+    b->lock.count = 1;
+    np_rlock_unlock(&b->lock);
+    int r = np_sem_wait_change_blocking(&b->gen, seen, deadline);
+    np_rlock_lock(&b->lock);
+    b->lock.count = depth;
+    return r;
+}
+
+static int
+barrier_init(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    static char *kws[] = {"parties", "action", "timeout", NULL};
+    Py_ssize_t parties;
+    PyObject *action = Py_None, *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "n|OO:Barrier", kws, &parties,
+                                     &action, &timeout)) {
+        return -1;
+    }
+    if (parties < 1) {
+        PyErr_SetString(PyExc_ValueError, "parties must be > 0");
+        return -1;
+    }
+    np_barrierobj *b = BARRIER(op);
+    b->parties = parties;
+    b->count = 0;
+    b->state = FILLING;
+    Py_XSETREF(b->action, action == Py_None ? NULL : (Py_INCREF(action), action));
+    Py_INCREF(timeout);
+    Py_XSETREF(b->timeout, timeout);
+    return 0;
+}
+
+static int
+barrier_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(BARRIER(op)->action);
+    Py_VISIT(BARRIER(op)->timeout);
+    return 0;
+}
+
+static int
+barrier_clear(PyObject *op)
+{
+    Py_CLEAR(BARRIER(op)->action);
+    Py_CLEAR(BARRIER(op)->timeout);
+    return 0;
+}
+
+static void
+barrier_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    if (BARRIER(op)->weakreflist != NULL) {
+        PyObject_ClearWeakRefs(op);
+    }
+    barrier_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static void
+barrier_break(np_barrierobj *b)
+{
+    b->state = BROKEN;
+    barrier_notify_all(b);
+}
+
+static PyObject *
+broken_error(PyObject *op)
+{
+    PyErr_SetNone(np_state_from_type(Py_TYPE(op))->BrokenBarrierError);
+    return NULL;
+}
+
+/* The stdlib's _exit(): the last thread out ends draining/resetting. */
+static void
+barrier_exit(np_barrierobj *b)
+{
+    if (b->count == 0 && (b->state == RESETTING || b->state == DRAINING)) {
+        b->state = FILLING;
+        barrier_notify_all(b);
+    }
+}
+
+static PyObject *
+barrier_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    np_barrierobj *b = BARRIER(op);
+    if (b->parties == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "Barrier.__init__() was not called");
+        return NULL;
+    }
+    PyObject *timeout = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw > 1 ||
+        (nkw == 1 &&
+         PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout"))) {
+        PyErr_SetString(PyExc_TypeError, "wait() takes at most one argument, timeout");
+        return NULL;
+    }
+    if (nargs + nkw == 1) {
+        timeout = args[0];
+    }
+    if (timeout == Py_None) {
+        timeout = b->timeout;
+    }
+    int64_t deadline;
+    if (np_parse_timeout(np_state_from_type(Py_TYPE(op)), timeout, &deadline) < 0) {
+        return NULL;
+    }
+
+    /* Interruptible: a thread running the action holds this lock, and
+     * Ctrl-C must still get through to a main thread queued behind it. */
+    if (np_rlock_lock_until(&b->lock, NP_FOREVER) < 0) {
+        return NULL;
+    }
+    /* _enter(): block while the barrier drains or resets. */
+    while (b->state == RESETTING || b->state == DRAINING) {
+        if (barrier_wait_gen(b, NP_FOREVER) < 0) {
+            np_rlock_unlock(&b->lock);
+            return NULL;
+        }
+    }
+    if (b->state < 0) {
+        np_rlock_unlock(&b->lock);
+        return broken_error(op);
+    }
+    Py_ssize_t index = b->count++;
+    int failed = 0;
+    if (index + 1 == b->parties) {
+        /* _release(): run the action (lock held, as the stdlib does). */
+        if (b->action != NULL) {
+            PyObject *r = PyObject_CallNoArgs(b->action);
+            if (r == NULL) {
+                barrier_break(b);
+                failed = 1;
+            }
+            Py_XDECREF(r);
+        }
+        if (!failed) {
+            b->state = DRAINING;
+            barrier_notify_all(b);
+        }
+    }
+    else {
+        /* _wait(): until the state leaves FILLING, or time runs out. */
+        while (b->state == FILLING) {
+            int r = barrier_wait_gen(b, deadline);
+            if (r < 0) {
+                failed = 1;          /* Ctrl-C: propagate, as the stdlib */
+                break;
+            }
+            if (r == 0 && b->state == FILLING) {
+                barrier_break(b);
+                broken_error(op);
+                failed = 1;
+                break;
+            }
+        }
+        if (!failed && b->state < 0) {
+            broken_error(op);
+            failed = 1;
+        }
+    }
+    b->count--;
+    barrier_exit(b);
+    np_rlock_unlock(&b->lock);
+    return failed ? NULL : PyLong_FromSsize_t(index);
+}
+
+static PyObject *
+barrier_reset(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    np_barrierobj *b = BARRIER(op);
+    if (np_rlock_lock_until(&b->lock, NP_FOREVER) < 0) {
+        return NULL;
+    }
+    if (b->count > 0) {
+        if (b->state == FILLING || b->state == BROKEN) {
+            b->state = RESETTING;    /* cleared by the last thread out */
+        }
+    }
+    else {
+        b->state = FILLING;
+    }
+    barrier_notify_all(b);
+    np_rlock_unlock(&b->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+barrier_abort(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    np_barrierobj *b = BARRIER(op);
+    if (np_rlock_lock_until(&b->lock, NP_FOREVER) < 0) {
+        return NULL;
+    }
+    barrier_break(b);
+    np_rlock_unlock(&b->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+barrier_get_parties(PyObject *op, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(BARRIER(op)->parties);
+}
+
+static PyObject *
+barrier_get_n_waiting(PyObject *op, void *Py_UNUSED(closure))
+{
+    np_barrierobj *b = BARRIER(op);
+    return PyLong_FromSsize_t(b->state == FILLING ? b->count : 0);
+}
+
+static PyObject *
+barrier_get_broken(PyObject *op, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(BARRIER(op)->state == BROKEN);
+}
+
+static PyObject *
+barrier_repr(PyObject *op)
+{
+    np_barrierobj *b = BARRIER(op);
+    if (b->state == BROKEN) {
+        return PyUnicode_FromFormat("<nativepool.Barrier broken at %p>", op);
+    }
+    return PyUnicode_FromFormat("<nativepool.Barrier waiters=%zd/%zd at %p>",
+                                b->state == FILLING ? b->count : 0, b->parties, op);
+}
+
+static PyMethodDef barrier_methods[] = {
+    {"wait", (PyCFunction)(void (*)(void))barrier_wait, METH_FASTCALL | METH_KEYWORDS,
+     "wait($self, /, timeout=None)\n--\n\n"
+     "Wait until all parties have called wait(); return this thread's\n"
+     "arrival index (0 to parties-1). BrokenBarrierError if the barrier is\n"
+     "or becomes broken (timeout, abort, reset, a failing action)."},
+    {"reset", barrier_reset, METH_NOARGS,
+     "reset($self, /)\n--\n\nReturn to the empty state; waiters get "
+     "BrokenBarrierError."},
+    {"abort", barrier_abort, METH_NOARGS,
+     "abort($self, /)\n--\n\nBreak the barrier: waiters, present and future, "
+     "get BrokenBarrierError."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef barrier_getset[] = {
+    {"parties", barrier_get_parties, NULL, "the number of threads to wait for", NULL},
+    {"n_waiting", barrier_get_n_waiting, NULL, "the number of threads waiting", NULL},
+    {"broken", barrier_get_broken, NULL, "whether the barrier is broken", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef barrier_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(np_barrierobj, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot barrier_slots[] = {
+    {Py_tp_doc, "Barrier(parties, action=None, timeout=None)\n--\n\n"
+                "threading.Barrier's drop-in, in C."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, barrier_init},
+    {Py_tp_dealloc, barrier_dealloc},
+    {Py_tp_traverse, barrier_traverse},
+    {Py_tp_clear, barrier_clear},
+    {Py_tp_repr, barrier_repr},
+    {Py_tp_methods, barrier_methods},
+    {Py_tp_getset, barrier_getset},
+    {Py_tp_members, barrier_members},
+    {0, NULL},
+};
+
+static PyType_Spec barrier_spec = {
+    .name = "nativepool.Barrier",
+    .basicsize = sizeof(np_barrierobj),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = barrier_slots,
+};
+
+int
+np_condition_types_init(PyObject *module, np_state *st)
+{
+    PyObject *threading = PyImport_ImportModule("threading");
+    if (threading == NULL) {
+        return -1;
+    }
+    st->BrokenBarrierError = PyObject_GetAttrString(threading, "BrokenBarrierError");
+    Py_DECREF(threading);
+    if (st->BrokenBarrierError == NULL ||
+        np_module_add(module, "BrokenBarrierError", st->BrokenBarrierError) < 0) {
+        return -1;
+    }
+    st->cond_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &cond_spec, NULL);
+    if (st->cond_type == NULL ||
+        np_module_add(module, "Condition", (PyObject *)st->cond_type) < 0) {
+        return -1;
+    }
+    st->barrier_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &barrier_spec, NULL);
+    if (st->barrier_type == NULL ||
+        np_module_add(module, "Barrier", (PyObject *)st->barrier_type) < 0) {
+        return -1;
+    }
+    return 0;
+}
