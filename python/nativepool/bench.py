@@ -51,6 +51,7 @@ import multiprocessing.pool
 import operator
 import os
 import platform
+import queue
 import statistics
 import sys
 import threading
@@ -543,7 +544,7 @@ register_section(Section(
 # land one by one.
 
 SYNC_NAMES = ("Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event",
-              "AtomicInt")
+              "AtomicInt", "Condition", "Barrier", "Queue", "SimpleQueue")
 
 
 class _FakeAtomicInt(object):
@@ -576,6 +577,8 @@ class _FakeAtomicInt(object):
 def _fake_sync(name):
     if name == "AtomicInt":
         return _FakeAtomicInt
+    if name in ("Queue", "SimpleQueue"):
+        return getattr(queue, name)
     return getattr(threading, name)
 
 
@@ -719,6 +722,126 @@ def bench_event_pingpong(event_factory, n_round_trips, timeout=None):
     return elapsed[0]
 
 
+def _run_pair(side_a, side_b, n, what, timeout=None):
+    """Run two loop bodies on two started threads released together by a
+    Barrier; side_a is timed.  A hang (lost wakeup) becomes an error after
+    the timeout instead of stopping the benchmark."""
+    start = threading.Barrier(2)
+    elapsed = []
+    errors = []
+
+    def a():
+        try:
+            start.wait()
+            t0 = perf_counter()
+            side_a()
+            elapsed.append(perf_counter() - t0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def b():
+        try:
+            start.wait()
+            side_b()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=a, name=what + "-A", daemon=True),
+               threading.Thread(target=b, name=what + "-B", daemon=True)]
+    gc.collect()
+    for t in threads:
+        t.start()
+    _join_or_fail(threads, timeout or 30.0 + n * 0.001, what)
+    if errors:
+        raise errors[0]
+    return elapsed[0]
+
+
+def bench_condition_pingpong(cond_factory, n_round_trips):
+    """(sync) two threads hand a token back and forth through one
+    Condition: ``notify()`` then ``wait()`` until it is their turn."""
+    cond = cond_factory()
+    turn = [0]
+
+    def side_a():
+        for _ in range(n_round_trips):
+            with cond:
+                turn[0] = 1
+                cond.notify()
+                while turn[0] != 0:
+                    cond.wait()
+
+    def side_b():
+        for _ in range(n_round_trips):
+            with cond:
+                while turn[0] != 1:
+                    cond.wait()
+                turn[0] = 0
+                cond.notify()
+
+    return _run_pair(side_a, side_b, n_round_trips, "Condition ping-pong")
+
+
+def bench_barrier_rounds(barrier_factory, n_rounds):
+    """(sync) two threads meet at a Barrier(2) ``n_rounds`` times."""
+    barrier = barrier_factory(2)
+    indices = []
+
+    def side_a():
+        for _ in range(n_rounds):
+            indices.append(barrier.wait())
+
+    def side_b():
+        for _ in range(n_rounds):
+            barrier.wait()
+
+    el = _run_pair(side_a, side_b, n_rounds, "Barrier(2) rounds")
+    if len(indices) != n_rounds or any(i not in (0, 1) for i in indices):
+        raise AssertionError("Barrier returned wrong indices")
+    return el
+
+
+def bench_queue_transfer(queue_factory, n_items):
+    """(sync) one producer thread puts ``n_items`` ints, one consumer thread
+    gets them; the consumer's time, checked for order and count."""
+    q = queue_factory()
+    got = [0, -1]
+
+    def consumer():
+        get = q.get
+        for i in range(n_items):
+            x = get()
+            if x != i:
+                raise AssertionError("queue item %r, expected %d" % (x, i))
+        got[0] = n_items
+
+    def producer():
+        put = q.put
+        for i in range(n_items):
+            put(i)
+
+    el = _run_pair(consumer, producer, n_items, "queue transfer")
+    if got[0] != n_items:
+        raise AssertionError("the consumer did not get every item")
+    return el
+
+
+def bench_queue_pingpong(queue_factory, n_round_trips):
+    """(sync) two threads bounce a token through two queues."""
+    q1, q2 = queue_factory(), queue_factory()
+
+    def side_a():
+        for i in range(n_round_trips):
+            q1.put(i)
+            q2.get()
+
+    def side_b():
+        for _ in range(n_round_trips):
+            q2.put(q1.get())
+
+    return _run_pair(side_a, side_b, n_round_trips, "Queue ping-pong")
+
+
 # The shared counter of the race workload: a module global, as in the
 # classic "counter += 1 from several threads" bug.
 _race_counter = 0
@@ -836,11 +959,12 @@ register_section(Section(
     title="synchronization objects",
     describe=lambda s: (
         "uncontended acquire();release(): (Bounded)Semaphore(1) x%s, "
-        "Lock (also `with`), RLock x%s; Event ping-pong, 2 threads, x%s "
-        "round trips; %d threads x%s `counter += 1`"
+        "Lock (also `with`), RLock x%s; Event, Condition, Queue ping-pong "
+        "and Barrier(2) rounds, 2 threads, x%s; %d threads x%s `counter += 1`; "
+        "queues 1 producer -> 1 consumer x%s items"
         % (format(s["n_sem"], ","), format(s["n_lock"], ","),
            format(s["n_pingpong"], ","), s["n_threads"],
-           format(s["n_incr"], ","))),
+           format(s["n_incr"], ","), format(s["n_queue"], ","))),
     rows=(
         _pair_rows("sem", "threading.Semaphore: acquire(); release()",
                    "Semaphore", "nativepool.Semaphore: acquire(); release()",
@@ -887,11 +1011,40 @@ register_section(Section(
                                                        s["n_incr"],
                                                        atomic_cls=cls),
                      _n_increments, "us/incr")
+        + _pair_rows("cond", "threading.Condition: 2-thread ping-pong",
+                     "Condition", "nativepool.Condition: 2-thread ping-pong",
+                     lambda s: bench_condition_pingpong(threading.Condition,
+                                                        s["n_pingpong"]),
+                     lambda cls, s: bench_condition_pingpong(cls, s["n_pingpong"]),
+                     "n_pingpong", "us/rtrip")
+        + _pair_rows("barrier", "threading.Barrier(2): rounds",
+                     "Barrier", "nativepool.Barrier(2): rounds",
+                     lambda s: bench_barrier_rounds(threading.Barrier,
+                                                    s["n_pingpong"]),
+                     lambda cls, s: bench_barrier_rounds(cls, s["n_pingpong"]),
+                     "n_pingpong", "us/round")
+        + _pair_rows("queue", "queue.Queue: 1 producer -> 1 consumer",
+                     "Queue", "nativepool.Queue: 1 producer -> 1 consumer",
+                     lambda s: bench_queue_transfer(queue.Queue, s["n_queue"]),
+                     lambda cls, s: bench_queue_transfer(cls, s["n_queue"]),
+                     "n_queue", "us/item")
+        + _pair_rows("squeue", "queue.SimpleQueue: 1 producer -> 1 consumer",
+                     "SimpleQueue",
+                     "nativepool.SimpleQueue: 1 producer -> 1 consumer",
+                     lambda s: bench_queue_transfer(queue.SimpleQueue,
+                                                    s["n_queue"]),
+                     lambda cls, s: bench_queue_transfer(cls, s["n_queue"]),
+                     "n_queue", "us/item")
+        + _pair_rows("queue_pp", "queue.Queue: 2-thread ping-pong",
+                     "Queue", "nativepool.Queue: 2-thread ping-pong",
+                     lambda s: bench_queue_pingpong(queue.Queue, s["n_pingpong"]),
+                     lambda cls, s: bench_queue_pingpong(cls, s["n_pingpong"]),
+                     "n_pingpong", "us/rtrip")
     ),
     sizes_full={"n_sem": 200000, "n_lock": 1000000, "n_pingpong": 20000,
-                "n_threads": 5, "n_incr": 100000},
+                "n_threads": 5, "n_incr": 100000, "n_queue": 200000},
     sizes_quick={"n_sem": 40000, "n_lock": 200000, "n_pingpong": 4000,
-                 "n_threads": 5, "n_incr": 20000},
+                 "n_threads": 5, "n_incr": 20000, "n_queue": 40000},
     unit="us/op",
     notes=_counter_notes,
     targets=[
@@ -913,6 +1066,21 @@ register_section(Section(
         Target("sync.event", ">=1.5x faster Event ping-pong round trip",
                _pair_ratio("event"), ">=", 1.5, _fmt_times,
                row="event.nativepool", column="ratio"),
+        Target("sync.cond", ">=1.5x faster Condition ping-pong round trip",
+               _pair_ratio("cond"), ">=", 1.5, _fmt_times,
+               row="cond.nativepool", column="ratio"),
+        Target("sync.barrier", ">=1.5x faster Barrier(2) round",
+               _pair_ratio("barrier"), ">=", 1.5, _fmt_times,
+               row="barrier.nativepool", column="ratio"),
+        Target("sync.queue", ">=10x faster Queue 1 producer -> 1 consumer",
+               _pair_ratio("queue"), ">=", 10.0, _fmt_times,
+               row="queue.nativepool", column="ratio"),
+        Target("sync.squeue", "SimpleQueue at least as fast as queue.SimpleQueue "
+               "(>=0.95x: noise margin)", _pair_ratio("squeue"), ">=", 0.95,
+               _fmt_times, row="squeue.nativepool", column="ratio"),
+        Target("sync.queue_pp", ">=1.5x faster Queue ping-pong round trip",
+               _pair_ratio("queue_pp"), ">=", 1.5, _fmt_times,
+               row="queue_pp.nativepool", column="ratio"),
     ],
 ))
 
