@@ -25,6 +25,7 @@ MODULE = [
     "csrc/module/atomicint.c",
     "csrc/module/sync_cond.c",
     "csrc/module/queue.c",
+    "csrc/module/queue_core.c",
 ]
 
 cflags = ["-std=c11", "-Wall", "-Wextra", "-pthread", "-fno-strict-aliasing"]
@@ -53,6 +54,7 @@ setup(
                 "csrc/runtime/np_pool.h",
                 "csrc/runtime/np_sem.h",
                 "csrc/module/np_module.h",
+                "csrc/module/npqueue.h",
             ],
         )
     ],

@@ -7,642 +7,16 @@
  * those of Python 3.13's queue module on every supported version,
  * shutdown() included.
  *
+ * The machinery (locking, waiting, buffer, put/get) is in queue_core.c;
+ * the structures are in npqueue.h.
+ *
  * Not supported: subclasses that override _init/_qsize/_put/_get (the
  * stdlib's hooks for other queue organizations; ours are C and never call
  * them), the stdlib's internal attributes (mutex, not_empty, not_full,
  * all_tasks_done, queue), and routing put_nowait/get_nowait through an
  * overridden put/get.  Subclassing to add methods or state works.
  */
-#include "np_module.h"
-
-#include "structmember.h"
-
-#include "pythread.h"
-
-#include <math.h>
-#include <sched.h>
-#include <time.h>
-
-enum { QK_FIFO, QK_LIFO, QK_PRIO, QK_SIMPLE };
-
-#define QUEUE_MINCAP 16
-#define QUEUE_SHRINK_MIN 1024   /* never shrink below this */
-
-/* A condition variable made of an np_sem word, for one kind of waiter
- * (getters, putters, joiners).  `waiting` and `signaled` are guarded by the
- * queue's mutex; ev.value only moves under it too.
- *
- *   waiter (mutex held, predicate false):
- *       waiting++; seen = ev.value; unlock;
- *       np_sem_wait_change_blocking(&ev, seen, deadline)   GIL released:
- *           spins, then parks; Ctrl-C in the main thread raises
- *       lock; waiting--; consume one signal if any; re-check the predicate
- *   waker (mutex held):
- *       if fewer wakes are outstanding than min(waiting, what is available):
- *       signaled = that minimum; bump ev.value; after unlocking, futex-wake
- *       that many, and only if np_sem counts a parked sleeper.
- *
- * No lost wakeup: `seen` is read under the mutex, so a waker that makes the
- * predicate true after it bumps ev.value past `seen`, and a waiter that has
- * not slept yet sees the change (np_sem's spin, its sleepers count and the
- * futex re-check: np_sem.h).  Every unlock re-establishes "outstanding wakes
- * >= min(waiting, available)", so a woken waiter that leaves without taking
- * (timeout, Ctrl-C, a failing __lt__) hands its wake on when it unlocks.  A
- * waker with nobody waiting pays one comparison. */
-typedef struct {
-    np_sem ev;
-    Py_ssize_t waiting;
-    Py_ssize_t signaled;
-} q_waitq;
-
-/* The queue.
- *
- *   items    strong references, a power-of-two array of `cap` slots:
- *            Queue, LifoQueue, SimpleQueue: a ring [head, head+count);
- *            FIFO pops at head, LIFO at the tail.
- *            PriorityQueue: heapq's binary heap (head stays 0), with heapq's
- *            comparisons in heapq's order, so ties come out exactly as from
- *            queue.PriorityQueue.
- *   mutex    guards everything.  Held for a few loads and stores only: never
- *            across a DECREF, a Python allocation or any Python code (a
- *            finalizer could re-enter the queue) -- except PriorityQueue's
- *            comparisons, below.  It is taken and the buffer changed only
- *            by threads attached to the interpreter (holding the GIL); a
- *            thread that must wait for it waits detached and retries once
- *            it is free, never holding it across a GIL (re)acquisition.  So
- *            a holder never waits for the GIL, and the GC's traverse (run
- *            with the GIL or with the world stopped) reads the buffer
- *            without the mutex and always sees a whole one.  (A
- *            PriorityQueue holder may detach inside __lt__, but only while
- *            the heap is whole.)
- *   count, unfinished, shutdown, maxsize: written under the mutex, atomic
- *            so qsize()/empty()/full()/repr read them without it.
- *
- * PriorityQueue compares items with `<`, which runs Python code that may
- * release the GIL, raise, or re-enter the queue.  The mutex is held across
- * the comparisons (a thread that wants it meanwhile waits with the GIL
- * released), but the heap is only modified after all comparisons of an
- * operation succeeded: Python code always sees a valid heap, and a failing
- * __lt__ leaves the queue exactly as it was (the stdlib may drop an item
- * then).  Re-entering the same queue from __lt__ on the same thread
- * raises RuntimeError instead of deadlocking (cmp_owner). */
-typedef struct {
-    PyObject_HEAD
-    np_mutex mutex;
-    int kind;
-    PyObject **items;
-    Py_ssize_t cap;
-    Py_ssize_t head;
-    Py_ssize_t idle_gets;              /* see buf_maybe_shrink */
-    _Atomic Py_ssize_t count;
-    _Atomic Py_ssize_t maxsize;        /* 0: unbounded */
-    _Atomic Py_ssize_t unfinished;
-    _Atomic int shutdown;
-    _Atomic unsigned long cmp_owner;   /* thread comparing items, or 0 */
-    q_waitq getters, putters, joiners;
-    np_state *st;
-    PyObject *maxsize_obj;             /* what the caller passed, or NULL */
-    PyObject *dict;
-    PyObject *weakreflist;
-} npqueue;
-
-#define Q(op) ((npqueue *)(op))
-#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
-#define STORE(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
-
-static inline void
-cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield" ::: "memory");
-#endif
-}
-
-/* ---- the mutex and the wait queues ---------------------------------------- */
-
-/* Release the mutex.  Queue, LifoQueue and SimpleQueue holders only ever
- * keep it for a few stores, so their waiters poll instead of parking (below)
- * and a release store is a whole unlock: one atomic read-modify-write per
- * operation instead of two.  PriorityQueue holders may run __lt__ for as
- * long as it likes, so there waiters park and unlock is np_mutex's. */
-static inline void
-q_release(npqueue *q)
-{
-    if (q->kind == QK_PRIO) {
-        np_mutex_unlock(&q->mutex);
-    }
-    else {
-        atomic_store_explicit(&q->mutex.word, 0, memory_order_release);
-    }
-}
-
-/* Wait for the mutex: a short spin, then, with the GIL released, until it
- * is free; then retry with the GIL (we never hold the mutex while waiting
- * for the GIL).  Detached, a PriorityQueue waiter parks: lock+unlock keeps
- * np_mutex's "maybe sleepers" state honest (the unlock wakes the next
- * sleeper if there is one).  Other kinds poll with a growing sleep: their
- * holder is busy for nanoseconds unless the OS preempted it, and with the
- * GIL the mutex is never contended at all (every holder holds the GIL). */
-static void
-q_lock_wait(npqueue *q)
-{
-    for (int i = 0; i < 64; i++) {
-        cpu_relax();
-        if (!np_mutex_is_locked(&q->mutex) && np_mutex_trylock(&q->mutex)) {
-            return;
-        }
-    }
-    for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        if (q->kind == QK_PRIO) {
-            np_mutex_lock(&q->mutex);
-            np_mutex_unlock(&q->mutex);
-        }
-        else {
-            for (long ns = 1000; np_mutex_is_locked(&q->mutex);) {
-                struct timespec ts = {0, ns};
-                sched_yield();
-                if (np_mutex_is_locked(&q->mutex)) {
-                    nanosleep(&ts, NULL);
-                    ns = ns < 1000000 ? ns * 2 : ns;
-                }
-            }
-        }
-        Py_END_ALLOW_THREADS
-        if (np_mutex_trylock(&q->mutex)) {
-            return;
-        }
-    }
-}
-
-static int
-q_lock_slow(npqueue *q)
-{
-    if (q->kind == QK_PRIO &&
-        LOAD(q->cmp_owner) == PyThread_get_thread_ident()) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "PriorityQueue used from an item comparison it is running");
-        return -1;
-    }
-    q_lock_wait(q);
-    return 0;
-}
-
-/* 0 locked, -1 with an exception (PriorityQueue re-entered from __lt__). */
-static inline int
-q_lock(npqueue *q)
-{
-    return np_mutex_trylock(&q->mutex) ? 0 : q_lock_slow(q);
-}
-
-/* How many sleepers to wake so that outstanding wakes cover
- * min(waiting, available); bumps the word if any.  Mutex held. */
-static inline Py_ssize_t
-wq_signal(q_waitq *w, Py_ssize_t available)
-{
-    if (w->waiting == w->signaled) {
-        return 0;          /* nobody waits, or everyone is already woken */
-    }
-    Py_ssize_t want = w->waiting < available ? w->waiting : available;
-    if (want <= w->signaled) {
-        return 0;
-    }
-    Py_ssize_t n = want - w->signaled;
-    w->signaled = want;
-    /* seq_cst: the store half of np_sem's pair with the sleepers count. */
-    atomic_fetch_add(&w->ev.value, 1);
-    return n;
-}
-
-static inline Py_ssize_t
-wq_broadcast(q_waitq *w)
-{
-    return wq_signal(w, PY_SSIZE_T_MAX);
-}
-
-/* After unlocking: wake n of the parked sleepers, if any are parked. */
-static inline void
-wq_wake(q_waitq *w, Py_ssize_t n)
-{
-    if (n > 0 && np_sem_sleepers(&w->ev) != 0) {
-        np_futex_wake(&w->ev.value, n > INT32_MAX ? INT32_MAX : (int)n);
-    }
-}
-
-/* q_unlock's slow half: some waiter has not been woken yet. */
-static void
-q_unlock_wake(npqueue *q)
-{
-    Py_ssize_t count = LOAD(q->count), maxsize = LOAD(q->maxsize);
-    Py_ssize_t g = wq_signal(&q->getters, count);
-    Py_ssize_t p = 0;
-    if (maxsize > 0 && count < maxsize) {
-        p = wq_signal(&q->putters, maxsize - count);
-    }
-    q_release(q);
-    wq_wake(&q->getters, g);
-    wq_wake(&q->putters, p);
-}
-
-/* Unlock, first making sure that waiters that can now proceed are woken.
- * With nobody waiting (the common case) that is four loads. */
-static inline void
-q_unlock(npqueue *q)
-{
-    if (q->getters.waiting == q->getters.signaled &&
-        q->putters.waiting == q->putters.signaled) {
-        q_release(q);
-    }
-    else {
-        q_unlock_wake(q);
-    }
-}
-
-/* Mutex held: wait on w until woken or the deadline; returns with the mutex
- * held again.  1 woken, 0 timed out, -1 exception (Ctrl-C).  The caller
- * re-checks its predicate either way. */
-static int
-q_wait(npqueue *q, q_waitq *w, int64_t deadline)
-{
-    w->waiting++;
-    uint32_t seen = atomic_load_explicit(&w->ev.value, memory_order_relaxed);
-    q_release(q);
-    int r = np_sem_wait_change_blocking(&w->ev, seen, deadline);
-    /* Not q_lock: this thread cannot be inside one of our comparisons (it
-     * was waiting), and an exception may be set. */
-    if (!np_mutex_trylock(&q->mutex)) {
-        q_lock_wait(q);
-    }
-    w->waiting--;
-    if (w->signaled > 0) {
-        w->signaled--;
-    }
-    return r;
-}
-
-/* ---- the buffer ------------------------------------------------------------ */
-
-/* Reallocate to newcap slots (a power of two >= count), unwrapping the
- * ring.  Mutex held; raw allocator, no Python.  -1 on failure. */
-static int
-buf_resize(npqueue *q, Py_ssize_t newcap)
-{
-    Py_ssize_t count = LOAD(q->count);
-    if ((size_t)newcap > PY_SSIZE_T_MAX / sizeof(PyObject *)) {
-        return -1;
-    }
-    PyObject **n = PyMem_RawMalloc((size_t)newcap * sizeof(PyObject *));
-    if (n == NULL) {
-        return -1;
-    }
-    Py_ssize_t mask = q->cap - 1;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        n[i] = q->items[(q->head + i) & mask];
-    }
-    PyMem_RawFree(q->items);
-    q->items = n;
-    q->cap = newcap;
-    q->head = 0;
-    return 0;
-}
-
-/* Room for one more item.  Mutex held.  -1 out of memory. */
-static inline int
-buf_reserve(npqueue *q)
-{
-    if (LOAD(q->count) < q->cap) {
-        return 0;
-    }
-    return buf_resize(q, q->cap ? q->cap * 2 : QUEUE_MINCAP);
-}
-
-/* Give back memory after a burst, but only once the buffer has stayed
- * mostly empty for as many gets as it has slots: a queue that fills and
- * drains in cycles (a producer ahead of its consumer) keeps its buffer
- * instead of regrowing it, page faults and copies, every cycle. */
-static inline void
-buf_maybe_shrink(npqueue *q)
-{
-    if (q->cap > QUEUE_SHRINK_MIN) {
-        if (LOAD(q->count) >= q->cap / 8) {
-            q->idle_gets = 0;
-        }
-        else if (++q->idle_gets > q->cap) {
-            q->idle_gets = 0;
-            (void)buf_resize(q, q->cap / 2);    /* failing to shrink is fine */
-        }
-    }
-}
-
-/* Append to the ring (FIFO, LIFO, SimpleQueue).  Room was reserved. */
-static inline void
-ring_push(npqueue *q, PyObject *item)
-{
-    Py_ssize_t count = LOAD(q->count);
-    q->items[(q->head + count) & (q->cap - 1)] = item;
-    STORE(q->count, count + 1);
-}
-
-/* Take from the ring; count > 0. */
-static inline PyObject *
-ring_pop(npqueue *q)
-{
-    Py_ssize_t count = LOAD(q->count);
-    PyObject *item;
-    if (q->kind == QK_LIFO) {
-        item = q->items[(q->head + count - 1) & (q->cap - 1)];
-    }
-    else {
-        item = q->items[q->head];
-        q->head = (q->head + 1) & (q->cap - 1);
-    }
-    STORE(q->count, count - 1);
-    return item;
-}
-
-/* a < b.  Python code: callers set cmp_owner around it. */
-static inline int
-heap_lt(PyObject *a, PyObject *b)
-{
-    return PyObject_RichCompareBool(a, b, Py_LT);
-}
-
-/* heapq.heappush, comparisons first, then the moves.  Mutex held, room
- * reserved.  0, or -1 with __lt__'s exception and the heap unchanged. */
-static int
-heap_push(npqueue *q, PyObject *item)
-{
-    PyObject **a = q->items;
-    Py_ssize_t n = LOAD(q->count), pos = n;
-    STORE(q->cmp_owner, PyThread_get_thread_ident());
-    while (pos > 0) {                       /* heapq._siftdown(heap, 0, n) */
-        Py_ssize_t parent = (pos - 1) >> 1;
-        int lt = heap_lt(item, a[parent]);
-        if (lt < 0) {
-            STORE(q->cmp_owner, 0);
-            return -1;
-        }
-        if (!lt) {
-            break;
-        }
-        pos = parent;
-    }
-    STORE(q->cmp_owner, 0);
-    for (Py_ssize_t i = n; i > pos;) {
-        Py_ssize_t parent = (i - 1) >> 1;
-        a[i] = a[parent];
-        i = parent;
-    }
-    a[pos] = item;
-    STORE(q->count, n + 1);
-    return 0;
-}
-
-/* heapq.heappop, comparisons first: the last item goes to the root and
- * sifts down along the path of smaller children to a leaf (_siftup), then
- * back up (_siftdown).  After the moves path[i] would hold what was at
- * path[i+1], so the upward comparisons can be made before moving anything.
- * Mutex held, count > 0.  The item, or NULL with the heap unchanged. */
-static PyObject *
-heap_pop(npqueue *q)
-{
-    PyObject **a = q->items;
-    Py_ssize_t n = LOAD(q->count);
-    PyObject *last = a[n - 1], *top = a[0];
-    if (n == 1) {
-        STORE(q->count, 0);
-        return last;
-    }
-    Py_ssize_t end = n - 1, path[8 * sizeof(Py_ssize_t) + 1];
-    int d = 0, k, lt = 0;
-    path[0] = 0;
-    STORE(q->cmp_owner, PyThread_get_thread_ident());
-    for (Py_ssize_t child = 1; child < end; child = 2 * child + 1) {
-        if (child + 1 < end) {
-            if ((lt = heap_lt(a[child], a[child + 1])) < 0) {
-                goto fail;
-            }
-            child += !lt;
-        }
-        path[++d] = child;
-    }
-    for (k = d; k > 0; k--) {
-        if ((lt = heap_lt(last, a[path[k]])) < 0) {
-            goto fail;
-        }
-        if (!lt) {
-            break;
-        }
-    }
-    STORE(q->cmp_owner, 0);
-    for (int i = 0; i < k; i++) {
-        a[path[i]] = a[path[i + 1]];
-    }
-    a[path[k]] = last;
-    STORE(q->count, end);
-    return top;
-fail:
-    STORE(q->cmp_owner, 0);
-    return NULL;
-}
-
-/* ---- put, get -------------------------------------------------------------- */
-
-/* Errors decided under the mutex, raised after it is released. */
-enum { QE_OK, QE_RAISED, QE_NOMEM, QE_EMPTY, QE_FULL, QE_SHUTDOWN,
-       QE_NEGATIVE, QE_OVERFLOW };
-
-static void
-q_raise(npqueue *q, int err)
-{
-    switch (err) {
-    case QE_NOMEM:
-        PyErr_NoMemory();
-        break;
-    case QE_EMPTY:
-        PyErr_SetNone(q->st->Empty);
-        break;
-    case QE_FULL:
-        PyErr_SetNone(q->st->Full);
-        break;
-    case QE_SHUTDOWN:
-        PyErr_SetNone(q->st->ShutDown);
-        break;
-    case QE_NEGATIVE:
-        PyErr_SetString(PyExc_ValueError, "'timeout' must be a non-negative number");
-        break;
-    case QE_OVERFLOW:
-        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
-        break;
-    default:
-        break;
-    }
-}
-
-/* The (block, timeout) pair, read before locking: it may run Python code.
- * A negative timeout or one too large is an error only where the stdlib's
- * comparisons would find it, so it is recorded, not raised. */
-typedef struct {
-    int block;
-    int negative;
-    int overflow;
-    int64_t deadline;
-} q_timeout;
-
-static int
-parse_block_timeout(npqueue *q, PyObject *block_obj, PyObject *timeout_obj,
-                    q_timeout *t)
-{
-    t->block = 1;
-    t->negative = t->overflow = 0;
-    t->deadline = NP_FOREVER;
-    if (block_obj != NULL && (t->block = PyObject_IsTrue(block_obj)) < 0) {
-        return -1;
-    }
-    if (!t->block) {
-        t->deadline = np_monotonic_ns();
-    }
-    else if (timeout_obj != NULL && timeout_obj != Py_None) {
-        double s = PyFloat_AsDouble(timeout_obj);
-        if (s == -1.0 && PyErr_Occurred()) {
-            return -1;
-        }
-        t->negative = s < 0;
-        t->overflow = s > q->st->timeout_max;
-        t->deadline = np_deadline_after(s);     /* NaN: now, as the stdlib */
-    }
-    return 0;
-}
-
-static int
-q_put_locked(npqueue *q, PyObject *item, q_timeout *t)
-{
-    if (LOAD(q->shutdown)) {
-        return QE_SHUTDOWN;
-    }
-    Py_ssize_t maxsize = LOAD(q->maxsize);
-    if (maxsize > 0) {
-        if (!t->block) {
-            if (LOAD(q->count) >= maxsize) {
-                return QE_FULL;
-            }
-        }
-        else if (t->negative) {
-            return QE_NEGATIVE;
-        }
-        while (LOAD(q->count) >= (maxsize = LOAD(q->maxsize)) && maxsize > 0) {
-            if (t->deadline != NP_FOREVER && np_monotonic_ns() >= t->deadline) {
-                return QE_FULL;
-            }
-            if (t->overflow) {
-                return QE_OVERFLOW;
-            }
-            if (q_wait(q, &q->putters, t->deadline) < 0) {
-                return QE_RAISED;
-            }
-            if (LOAD(q->shutdown)) {
-                return QE_SHUTDOWN;
-            }
-        }
-    }
-    if (buf_reserve(q) < 0) {
-        return QE_NOMEM;
-    }
-    if (q->kind == QK_PRIO) {
-        if (heap_push(q, item) < 0) {
-            return QE_RAISED;
-        }
-    }
-    else {
-        ring_push(q, item);
-    }
-    Py_INCREF(item);
-    STORE(q->unfinished, LOAD(q->unfinished) + 1);
-    return QE_OK;
-}
-
-static int
-q_put(npqueue *q, PyObject *item, PyObject *block_obj, PyObject *timeout_obj)
-{
-    q_timeout t = {1, 0, 0, NP_FOREVER};
-    /* The stdlib looks at block and timeout only for a bounded queue. */
-    if (LOAD(q->maxsize) > 0 &&
-        parse_block_timeout(q, block_obj, timeout_obj, &t) < 0) {
-        return -1;
-    }
-    if (q_lock(q) < 0) {
-        return -1;
-    }
-    int err = q_put_locked(q, item, &t);
-    q_unlock(q);
-    q_raise(q, err);
-    return err == QE_OK ? 0 : -1;
-}
-
-static PyObject *
-q_get_locked(npqueue *q, q_timeout *t, int *err)
-{
-    int simple = q->kind == QK_SIMPLE;
-    if (LOAD(q->count) == 0) {
-        if (!simple && LOAD(q->shutdown)) {
-            *err = QE_SHUTDOWN;
-            return NULL;
-        }
-        if (!t->block) {
-            *err = QE_EMPTY;
-            return NULL;
-        }
-    }
-    if (t->block && t->negative) {
-        *err = QE_NEGATIVE;
-        return NULL;
-    }
-    while (LOAD(q->count) == 0) {
-        if (t->deadline != NP_FOREVER && np_monotonic_ns() >= t->deadline) {
-            *err = QE_EMPTY;
-            return NULL;
-        }
-        if (t->overflow) {
-            *err = QE_OVERFLOW;
-            return NULL;
-        }
-        if (q_wait(q, &q->getters, t->deadline) < 0) {
-            *err = QE_RAISED;
-            return NULL;
-        }
-        if (!simple && LOAD(q->shutdown) && LOAD(q->count) == 0) {
-            *err = QE_SHUTDOWN;
-            return NULL;
-        }
-    }
-    PyObject *item;
-    if (q->kind == QK_PRIO) {
-        if ((item = heap_pop(q)) == NULL) {
-            *err = QE_RAISED;
-            return NULL;
-        }
-    }
-    else {
-        item = ring_pop(q);
-    }
-    buf_maybe_shrink(q);
-    return item;
-}
-
-static PyObject *
-q_get(npqueue *q, q_timeout *t)
-{
-    int err = QE_OK;
-    if (q_lock(q) < 0) {
-        return NULL;
-    }
-    PyObject *item = q_get_locked(q, t, &err);
-    q_unlock(q);
-    q_raise(q, err);
-    return item;
-}
+#include "npqueue.h"
 
 /* ---- arguments ------------------------------------------------------------ */
 
@@ -711,7 +85,7 @@ queue_put(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnam
     }
     PyObject *vals[3] = {NULL, NULL, NULL};
     if (parse_args("put", args, nargs, kwnames, put_names, 3, 1, vals) < 0 ||
-        q_put(q, vals[0], vals[1], vals[2]) < 0) {
+        npq_put(q, vals[0], vals[1], vals[2]) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -720,7 +94,7 @@ queue_put(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnam
 static PyObject *
 queue_put_nowait(PyObject *op, PyObject *item)
 {
-    if (q_put(Q(op), item, Py_False, NULL) < 0) {
+    if (npq_put(Q(op), item, Py_False, NULL) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -737,7 +111,7 @@ get_fast(npqueue *q)
     PyObject *item = NULL;
     if (LOAD(q->count) > 0) {
         item = ring_pop(q);
-        buf_maybe_shrink(q);
+        npq_buf_maybe_shrink(q);
         q_unlock(q);
     }
     else {
@@ -757,10 +131,10 @@ queue_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnam
     PyObject *vals[2] = {NULL, NULL};
     q_timeout t;
     if (parse_args("get", args, nargs, kwnames, get_names, 2, 0, vals) < 0 ||
-        parse_block_timeout(q, vals[0], vals[1], &t) < 0) {
+        npq_parse_block_timeout(q, vals[0], vals[1], &t) < 0) {
         return NULL;
     }
-    return q_get(q, &t);
+    return npq_get(q, &t);
 }
 
 static PyObject *
@@ -772,7 +146,7 @@ queue_get_nowait(PyObject *op, PyObject *Py_UNUSED(ignored))
         return item;
     }
     q_timeout t = {0, 0, 0, 0};
-    return q_get(q, &t);
+    return npq_get(q, &t);
 }
 
 static PyObject *
@@ -823,7 +197,7 @@ queue_join(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     int r = 1;
     while (LOAD(q->unfinished) > 0 && r >= 0) {
-        r = q_wait(q, &q->joiners, NP_FOREVER);
+        r = npq_wait(q, &q->joiners, NP_FOREVER);
     }
     q_unlock(q);
     if (r < 0) {
@@ -898,7 +272,7 @@ simple_put(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     if (q_lock(q) < 0) {
         return NULL;
     }
-    if (buf_reserve(q) < 0) {
+    if (npq_buf_reserve(q) < 0) {
         q_release(q);
         return PyErr_NoMemory();
     }
@@ -925,14 +299,14 @@ simple_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     PyObject *vals[2] = {NULL, NULL};
     q_timeout t;
     if (parse_args("get", args, nargs, kwnames, get_names, 2, 0, vals) < 0 ||
-        parse_block_timeout(q, vals[0], vals[1], &t) < 0) {
+        npq_parse_block_timeout(q, vals[0], vals[1], &t) < 0) {
         return NULL;
     }
     if (t.block && t.negative) {   /* _queue checks before looking */
-        q_raise(q, QE_NEGATIVE);
+        npq_raise(q, QE_NEGATIVE);
         return NULL;
     }
-    return q_get(q, &t);
+    return npq_get(q, &t);
 }
 
 /* ---- construction, GC, repr -------------------------------------------------- */
