@@ -665,63 +665,6 @@ def _semaphore_factory(cls):
     return lambda: cls(1)
 
 
-def bench_event_pingpong(event_factory, n_round_trips, timeout=None):
-    """(sync) ping-pong between two threads through two Events.
-
-    A: ``e1.set(); e2.wait(); e2.clear()``; B: ``e1.wait(); e1.clear();
-    e2.set()``; ``n_round_trips`` times each.  A and B are both started
-    threads (the main thread only joins them, with a timeout, so a lost
-    wakeup is an ERROR row, not a hang); A times its loop, from a Barrier
-    that releases both sides.
-    """
-    e1 = event_factory()
-    e2 = event_factory()
-    start = threading.Barrier(2)
-    elapsed = []
-    errors = []
-
-    def side_a():
-        try:
-            start.wait()
-            t0 = perf_counter()
-            for _ in range(n_round_trips):
-                e1.set()
-                e2.wait()
-                e2.clear()
-            elapsed.append(perf_counter() - t0)
-        except BaseException as exc:
-            errors.append(exc)
-
-    def side_b():
-        try:
-            start.wait()
-            for _ in range(n_round_trips):
-                e1.wait()
-                e1.clear()
-                e2.set()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=side_a, name="pingpong-A"),
-               threading.Thread(target=side_b, name="pingpong-B")]
-    for t in threads:
-        t.daemon = True
-    gc.collect()
-    for t in threads:
-        t.start()
-    if timeout is None:
-        timeout = 30.0 + n_round_trips * 0.001
-    _join_or_fail(threads, timeout, "Event ping-pong")
-    if errors:
-        raise errors[0]
-    # B cleared e1 and A cleared e2 at the end of their last round trip.
-    if e1.is_set() or e2.is_set():
-        raise AssertionError("Event ping-pong ended in a wrong state "
-                             "(e1 set: %s, e2 set: %s; want both clear)"
-                             % (e1.is_set(), e2.is_set()))
-    return elapsed[0]
-
-
 def _run_pair(side_a, side_b, n, what, timeout=None):
     """Run two loop bodies on two started threads released together by a
     Barrier; side_a is timed.  A hang (lost wakeup) becomes an error after
@@ -755,6 +698,37 @@ def _run_pair(side_a, side_b, n, what, timeout=None):
     if errors:
         raise errors[0]
     return elapsed[0]
+
+
+def bench_event_pingpong(event_factory, n_round_trips, timeout=None):
+    """(sync) ping-pong between two threads through two Events.
+
+    A: ``e1.set(); e2.wait(); e2.clear()``; B: ``e1.wait(); e1.clear();
+    e2.set()``; ``n_round_trips`` times each, on two started threads (see
+    _run_pair: a lost wakeup is an ERROR row, not a hang); A's loop is timed.
+    """
+    e1 = event_factory()
+    e2 = event_factory()
+
+    def side_a():
+        for _ in range(n_round_trips):
+            e1.set()
+            e2.wait()
+            e2.clear()
+
+    def side_b():
+        for _ in range(n_round_trips):
+            e1.wait()
+            e1.clear()
+            e2.set()
+
+    el = _run_pair(side_a, side_b, n_round_trips, "Event ping-pong", timeout)
+    # B cleared e1 and A cleared e2 at the end of their last round trip.
+    if e1.is_set() or e2.is_set():
+        raise AssertionError("Event ping-pong ended in a wrong state "
+                             "(e1 set: %s, e2 set: %s; want both clear)"
+                             % (e1.is_set(), e2.is_set()))
+    return el
 
 
 def bench_condition_pingpong(cond_factory, n_round_trips):
