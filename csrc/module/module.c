@@ -116,6 +116,10 @@ static PyMethodDef module_methods[] = {
      "nobody retrieved (on the 'nativepool' logger, when the future is\n"
      "collected). On by default. Returns the previous setting."},
     {"_set_interpreter_exiting", mod_set_interpreter_exiting, METH_NOARGS, NULL},
+    {"_held_locks", np_held_locks, METH_NOARGS,
+     "[(lock, owner ident, depth, waiters)] for every held Lock and RLock"},
+    {"_set_lock_hook", np_set_lock_hook, METH_O,
+     "install (or, with None, remove) the lock-order hook"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -287,6 +287,9 @@ int np_parse_lock_acquire(np_state *st, PyObject *const *args, Py_ssize_t nargs,
                           PyObject *kwnames, int64_t *deadline_ns);
 
 int np_lock_types_init(PyObject *module, np_state *st);
+/* debug.dump_locks and debug.check_lock_order (sync_lock.c). */
+PyObject *np_held_locks(PyObject *module, PyObject *ignored);
+PyObject *np_set_lock_hook(PyObject *module, PyObject *hook);
 int np_semaphore_types_init(PyObject *module, np_state *st);
 int np_atomicint_type_init(PyObject *module, np_state *st);
 int np_condition_types_init(PyObject *module, np_state *st);   /* Condition, Barrier */

@@ -471,6 +471,21 @@ cond_exit(PyObject *op, PyObject *args)
     return r;
 }
 
+/* After fork, as threading.Condition: a fresh lock and no waiters (they
+ * were threads of the parent, and their stack frames are gone). */
+static PyObject *
+cond_at_fork_reinit(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    np_condobj *c = COND(op);
+    if (check_init(c) < 0) {
+        return NULL;
+    }
+    atomic_store(&c->mutex.word, 0);
+    c->head = c->tail = NULL;
+    c->nwaiters = 0;
+    return PyObject_CallMethod(c->lock, "_at_fork_reinit", NULL);
+}
+
 static PyObject *
 cond_repr(PyObject *op)
 {
@@ -489,6 +504,7 @@ static PyMethodDef cond_methods[] = {
     {"__enter__", cond_enter, METH_NOARGS, NULL},
     {"__exit__", cond_exit, METH_VARARGS, NULL},
     {"_is_owned", cond_is_owned, METH_NOARGS, NULL},
+    {"_at_fork_reinit", cond_at_fork_reinit, METH_NOARGS, NULL},
     {"wait", (PyCFunction)(void (*)(void))cond_wait, METH_FASTCALL | METH_KEYWORDS,
      "wait($self, /, timeout=None)\n--\n\n"
      "Release the lock, wait until notified or timeout seconds pass, take\n"

@@ -14,24 +14,156 @@
 
 #include "pythread.h"
 
-typedef struct {
-    PyObject_HEAD
-    np_sem sem;
-    np_stats stats;
-    PyObject *weakreflist;
-} np_lockobj;
+#include <pthread.h>
 
-typedef struct {
+/* Lock and RLock share this prefix.  `owner` is the RLock's owner; for a
+ * Lock it only records who acquired it last (a Lock may be released by
+ * anyone), for debug.dump_locks. */
+typedef struct np_lockobj {
     PyObject_HEAD
     np_sem sem;
     np_stats stats;
     PyObject *weakreflist;
     _Atomic unsigned long owner;     /* thread ident, 0 when free */
+    struct np_lockobj *reg_prev, *reg_next;   /* every live lock: registry */
+} np_lockobj;
+
+typedef struct {
+    np_lockobj base;
     unsigned long count;             /* only touched by the owner */
 } np_rlockobj;
 
 #define LOCK(op) ((np_lockobj *)(op))
 #define RLOCK(op) ((np_rlockobj *)(op))
+
+/* ---- the registry of live locks (debug.dump_locks) -----------------------
+ * A list of every Lock and RLock, linked at creation and unlinked at
+ * deallocation under registry_lock, so a program that is already stuck can
+ * still be asked which locks are held, by whom, with how many waiters.
+ * The cost is paid at creation and destruction only. */
+
+static np_mutex registry_lock = NP_MUTEX_INIT;
+static np_lockobj *registry;
+static pthread_once_t registry_once = PTHREAD_ONCE_INIT;
+
+/* A fork can catch another thread inside the registry's critical section:
+ * the child starts with it free (the other thread does not exist there). */
+static void
+registry_after_fork(void)
+{
+    atomic_store(&registry_lock.word, 0);
+}
+
+static void
+registry_init(void)
+{
+    (void)pthread_atfork(NULL, NULL, registry_after_fork);
+}
+
+static void
+registry_add(np_lockobj *l)
+{
+    (void)pthread_once(&registry_once, registry_init);
+    np_mutex_lock(&registry_lock);
+    l->reg_prev = NULL;
+    l->reg_next = registry;
+    if (registry != NULL) {
+        registry->reg_prev = l;
+    }
+    registry = l;
+    np_mutex_unlock(&registry_lock);
+}
+
+static void
+registry_remove(np_lockobj *l)
+{
+    np_mutex_lock(&registry_lock);
+    if (l->reg_prev != NULL) {
+        l->reg_prev->reg_next = l->reg_next;
+    }
+    else if (registry == l) {
+        registry = l->reg_next;
+    }
+    if (l->reg_next != NULL) {
+        l->reg_next->reg_prev = l->reg_prev;
+    }
+    np_mutex_unlock(&registry_lock);
+}
+
+/* _held_locks(): [(lock, owner ident, depth, waiters)] for every lock that
+ * is held now. */
+PyObject *
+np_held_locks(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    np_mutex_lock(&registry_lock);
+    for (np_lockobj *l = registry; l != NULL; l = l->reg_next) {
+        if (np_sem_value(&l->sem) != 0) {
+            continue;
+        }
+        np_state *st = np_state_from_type(Py_TYPE(l));
+        unsigned long depth = st && PyObject_TypeCheck((PyObject *)l, st->rlock_type)
+                                  ? ((np_rlockobj *)l)->count : 1;
+        PyObject *t = Py_BuildValue("(OkkI)", (PyObject *)l,
+                                    atomic_load(&l->owner), depth,
+                                    np_sem_sleepers(&l->sem));
+        if (t == NULL || PyList_Append(out, t) < 0) {
+            Py_XDECREF(t);
+            np_mutex_unlock(&registry_lock);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(t);
+    }
+    np_mutex_unlock(&registry_lock);
+    return out;
+}
+
+/* ---- the lock-order hook (debug.check_lock_order) -------------------------
+ * NULL unless checking is on; then called as hook(lock, event) with
+ * HOOK_BEFORE before a blocking acquire (it may raise: the acquire then
+ * fails without taking the lock), HOOK_ACQUIRED after any successful
+ * acquire, HOOK_RELEASED after a release.  Only read and written with the
+ * GIL held, and one load when off. */
+enum { HOOK_BEFORE = 0, HOOK_ACQUIRED = 1, HOOK_RELEASED = 2 };
+static PyObject *lock_hook;
+
+static int
+call_hook(PyObject *op, int event)
+{
+    PyObject *hook = lock_hook;
+    if (hook == NULL) {
+        return 0;
+    }
+    Py_INCREF(hook);
+    PyObject *ev = PyLong_FromLong(event);
+    PyObject *r = ev ? PyObject_CallFunctionObjArgs(hook, op, ev, NULL) : NULL;
+    Py_XDECREF(ev);
+    Py_DECREF(hook);
+    if (r == NULL) {
+        if (event == HOOK_BEFORE) {
+            return -1;            /* the report: refuse the acquire */
+        }
+        PyErr_WriteUnraisable(op);
+        return 0;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+PyObject *
+np_set_lock_hook(PyObject *Py_UNUSED(module), PyObject *hook)
+{
+    if (hook != Py_None && !PyCallable_Check(hook)) {
+        PyErr_SetString(PyExc_TypeError, "the lock hook must be callable or None");
+        return NULL;
+    }
+    Py_XSETREF(lock_hook, hook == Py_None ? NULL : (Py_INCREF(hook), hook));
+    Py_RETURN_NONE;
+}
 
 static PyObject *
 sync_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs)
@@ -42,8 +174,9 @@ sync_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs)
     }
     PyObject *op = tp->tp_alloc(tp, 0);
     if (op != NULL) {
-        /* Lock and RLock share the layout up to `sem`. */
+        /* Lock and RLock share the layout up to reg_next. */
         atomic_init(&LOCK(op)->sem.value, 1);
+        registry_add(LOCK(op));
     }
     return op;
 }
@@ -52,11 +185,20 @@ static void
 sync_dealloc(PyObject *op)
 {
     PyTypeObject *tp = Py_TYPE(op);
+    registry_remove(LOCK(op));
     if (LOCK(op)->weakreflist != NULL) {
         PyObject_ClearWeakRefs(op);
     }
     tp->tp_free(op);
     Py_DECREF(tp);
+}
+
+/* Whether an acquire with this deadline can block (the lock-order check
+ * only cares about those: a try-acquire cannot deadlock). */
+static int
+may_block(int64_t deadline)
+{
+    return deadline == NP_FOREVER || deadline > np_monotonic_ns();
 }
 
 static np_state *
@@ -78,12 +220,20 @@ lock_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
             return NULL;
         }
     }
+    if (lock_hook != NULL && may_block(deadline) && call_hook(op, HOOK_BEFORE) < 0) {
+        return NULL;
+    }
     int r = np_sem_take_blocking(&l->sem, deadline, &l->stats);
     if (r < 0) {
         return NULL;
     }
     if (r) {
         np_stats_acquired(&l->stats, 1);
+        atomic_store_explicit(&l->owner, PyThread_get_thread_ident(),
+                              memory_order_relaxed);
+        if (lock_hook != NULL) {
+            call_hook(op, HOOK_ACQUIRED);
+        }
     }
     return PyBool_FromLong(r);
 }
@@ -97,9 +247,14 @@ lock_enter(PyObject *op, PyObject *Py_UNUSED(ignored))
 static PyObject *
 lock_release(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
+    /* Forget the owner first: once given, another thread may set it. */
+    atomic_store_explicit(&LOCK(op)->owner, 0, memory_order_relaxed);
     if (np_sem_give(&LOCK(op)->sem, 1, 1, 0) != NP_OK) {
         PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
         return NULL;
+    }
+    if (lock_hook != NULL) {
+        call_hook(op, HOOK_RELEASED);
     }
     Py_RETURN_NONE;
 }
@@ -213,11 +368,18 @@ static PyType_Spec lock_spec = {
 static int
 rlock_take(np_rlockobj *l, int64_t deadline, unsigned long me, unsigned long count)
 {
-    int r = np_sem_take_blocking(&l->sem, deadline, &l->stats);
+    if (lock_hook != NULL && may_block(deadline) &&
+        call_hook((PyObject *)l, HOOK_BEFORE) < 0) {
+        return -1;
+    }
+    int r = np_sem_take_blocking(&l->base.sem, deadline, &l->base.stats);
     if (r > 0) {
-        atomic_store_explicit(&l->owner, me, memory_order_relaxed);
+        atomic_store_explicit(&l->base.owner, me, memory_order_relaxed);
         l->count = count;
-        np_stats_acquired(&l->stats, 1);
+        np_stats_acquired(&l->base.stats, 1);
+        if (lock_hook != NULL) {
+            call_hook((PyObject *)l, HOOK_ACQUIRED);
+        }
     }
     return r;
 }
@@ -234,7 +396,7 @@ rlock_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         }
     }
     unsigned long me = PyThread_get_thread_ident();
-    if (atomic_load_explicit(&l->owner, memory_order_relaxed) == me) {
+    if (atomic_load_explicit(&l->base.owner, memory_order_relaxed) == me) {
         if (l->count == ULONG_MAX) {
             PyErr_SetString(PyExc_OverflowError, "Internal lock count overflowed");
             return NULL;
@@ -261,13 +423,16 @@ rlock_release(PyObject *op, PyObject *Py_UNUSED(ignored))
     np_rlockobj *l = RLOCK(op);
     unsigned long me = PyThread_get_thread_ident();
     if (l->count == 0 ||
-        atomic_load_explicit(&l->owner, memory_order_relaxed) != me) {
+        atomic_load_explicit(&l->base.owner, memory_order_relaxed) != me) {
         PyErr_SetString(PyExc_RuntimeError, "cannot release un-acquired lock");
         return NULL;
     }
     if (--l->count == 0) {
-        atomic_store_explicit(&l->owner, 0, memory_order_relaxed);
-        np_sem_give(&l->sem, 1, 1, 0);
+        atomic_store_explicit(&l->base.owner, 0, memory_order_relaxed);
+        np_sem_give(&l->base.sem, 1, 1, 0);
+        if (lock_hook != NULL) {
+            call_hook(op, HOOK_RELEASED);
+        }
     }
     Py_RETURN_NONE;
 }
@@ -282,7 +447,7 @@ static int
 rlock_owned(np_rlockobj *l)
 {
     return l->count > 0 &&
-           atomic_load_explicit(&l->owner, memory_order_relaxed) ==
+           atomic_load_explicit(&l->base.owner, memory_order_relaxed) ==
                PyThread_get_thread_ident();
 }
 
@@ -309,10 +474,13 @@ rlock_release_save(PyObject *op, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     unsigned long count = l->count;
-    unsigned long owner = atomic_load_explicit(&l->owner, memory_order_relaxed);
+    unsigned long owner = atomic_load_explicit(&l->base.owner, memory_order_relaxed);
     l->count = 0;
-    atomic_store_explicit(&l->owner, 0, memory_order_relaxed);
-    np_sem_give(&l->sem, 1, 1, 0);
+    atomic_store_explicit(&l->base.owner, 0, memory_order_relaxed);
+    np_sem_give(&l->base.sem, 1, 1, 0);
+    if (lock_hook != NULL) {
+        call_hook(op, HOOK_RELEASED);
+    }
     return Py_BuildValue("(kk)", count, owner);
 }
 
@@ -332,7 +500,7 @@ rlock_acquire_restore(PyObject *op, PyObject *state)
 static PyObject *
 rlock_at_fork_reinit(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
-    atomic_store(&RLOCK(op)->owner, 0);
+    atomic_store(&RLOCK(op)->base.owner, 0);
     RLOCK(op)->count = 0;
     return lock_at_fork_reinit(op, NULL);
 }
@@ -341,14 +509,14 @@ static PyObject *
 rlock_repr(PyObject *op)
 {
     np_rlockobj *l = RLOCK(op);
-    unsigned long owner = atomic_load(&l->owner);
+    unsigned long owner = atomic_load(&l->base.owner);
     return PyUnicode_FromFormat(
         "<nativepool.RLock %s owner=%lu count=%lu waiters=%u acquisitions=%llu "
         "contended=%llu at %p>",
-        np_sem_value(&l->sem) ? "unlocked" : "locked", owner,
-        owner ? l->count : 0UL, np_sem_sleepers(&l->sem),
-        (unsigned long long)atomic_load(&l->stats.acquisitions),
-        (unsigned long long)atomic_load(&l->stats.contended), op);
+        np_sem_value(&l->base.sem) ? "unlocked" : "locked", owner,
+        owner ? l->count : 0UL, np_sem_sleepers(&l->base.sem),
+        (unsigned long long)atomic_load(&l->base.stats.acquisitions),
+        (unsigned long long)atomic_load(&l->base.stats.contended), op);
 }
 
 static PyMethodDef rlock_methods[] = {

@@ -40,6 +40,8 @@ from ._nativepool import (
     set_unretrieved_exception_logging,
 )
 
+from . import debug  # noqa: E402  (NATIVEPOOL_CHECK_LOCK_ORDER is read here)
+
 __version__ = "0.1.0"
 
 _nativepool._setup(Future, _spawn_thread)
