@@ -142,18 +142,30 @@ class _Checker:
                 mine.pop(lock, None)
 
 
+_checker = None
+
+
 def check_lock_order(enabled=True, *, on_violation="raise"):
     """Turn lock-order checking on or off (see the module's docstring).
 
     on_violation: "raise" (LockOrderError from the offending acquire, which
     then does not take the lock) or "warn" (LockOrderWarning, once per pair
-    of locks; the acquire proceeds).  Turning it off forgets what was
-    recorded.
+    of locks; the acquire proceeds).  Calling it again while it is on only
+    changes on_violation; turning it off forgets what was recorded.
     """
+    global _checker
     if on_violation not in ("raise", "warn"):
         raise ValueError("on_violation must be 'raise' or 'warn', not %r"
                          % (on_violation,))
-    _nativepool._set_lock_hook(_Checker(on_violation) if enabled else None)
+    if not enabled:
+        _checker = None
+    elif _checker is not None:
+        # Already on: keep what was recorded (the order, the held locks).
+        _checker.on_violation = on_violation
+        return
+    else:
+        _checker = _Checker(on_violation)
+    _nativepool._set_lock_hook(_checker)
 
 
 def dump_locks(file=None):
