@@ -15,6 +15,7 @@ import gc
 import importlib
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -265,3 +266,57 @@ def _no_stray_unopened_state():
             setter(True)
         except Exception:
             pass
+
+
+# ---- helpers shared by the synchronization-object tests ----------------
+
+def stdlib_error(fn):
+    """(type, message) of the exception the stdlib raises for fn()."""
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001
+        return type(exc), str(exc)
+    raise AssertionError("the stdlib did not raise for this call")
+
+
+def assert_same_error(np_call, std_call, check_message=True):
+    etype, msg = stdlib_error(std_call)
+    with pytest.raises(etype) as info:
+        np_call()
+    if check_message:
+        assert str(info.value) == msg
+
+
+def start_thread(fn, *args):
+    t = threading.Thread(target=fn, args=args, daemon=True)
+    t.start()
+    return t
+
+
+def join_all(threads, timeout=HANG_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    alive = [t for t in threads if t.is_alive()]
+    assert not alive, "%d thread(s) still blocked" % len(alive)
+
+
+def run_in_thread(fn, timeout=HANG_TIMEOUT):
+    """Run fn() in another thread; return its result or re-raise its exception."""
+    box = {}
+
+    def target():
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001
+            box["error"] = exc
+
+    t = start_thread(target)
+    join_all([t], timeout)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def has_word(word, text):
+    return re.search(r"(?<![A-Za-z_])%s(?![A-Za-z_])" % re.escape(word), text) is not None

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import np, run_script, wait_until, HANG_TIMEOUT
+from conftest import np, run_script, wait_until, HANG_TIMEOUT, start_thread, join_all
 
 PY = sys.version_info[:2]
 SCALE = float(os.environ.get("NATIVEPOOL_STRESS_SCALE", "1.0"))
@@ -24,19 +24,6 @@ BBE = threading.BrokenBarrierError
 
 # --------------------------------------------------------------------------
 # helpers
-
-def start_thread(fn, *args):
-    t = threading.Thread(target=fn, args=args, daemon=True)
-    t.start()
-    return t
-
-
-def join_all(threads, timeout=HANG_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    alive = [t for t in threads if t.is_alive()]
-    assert not alive, "%d thread(s) still blocked" % len(alive)
 
 
 class Party:

@@ -3,7 +3,6 @@
 Tests not marked ``nativepool_only`` also pass against the stdlib.
 """
 import os
-import re
 import sys
 import threading
 import time
@@ -11,28 +10,10 @@ import warnings
 
 import pytest
 
-from conftest import np, run_script, wait_until, HANG_TIMEOUT
+from conftest import np, run_script, wait_until, HANG_TIMEOUT, start_thread, join_all, has_word
 
 PY = sys.version_info[:2]
 SCALE = float(os.environ.get("NATIVEPOOL_STRESS_SCALE", "1.0"))
-
-
-def start_thread(fn, *args):
-    t = threading.Thread(target=fn, args=args, daemon=True)
-    t.start()
-    return t
-
-
-def join_all(threads, timeout=HANG_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    alive = [t for t in threads if t.is_alive()]
-    assert not alive, "%d thread(s) still blocked" % len(alive)
-
-
-def has_word(word, text):
-    return re.search(r"(?<![A-Za-z_])%s(?![A-Za-z_])" % re.escape(word), text) is not None
 
 
 # --------------------------------------------------------------------------

@@ -10,14 +10,13 @@ held while waiting, Ctrl-C ignored); time is only used as a hang bound or as a
 lower bound for a timeout, never as a speed assertion.
 """
 import os
-import re
 import sys
 import threading
 import time
 
 import pytest
 
-from conftest import np, run_script, wait_until, HANG_TIMEOUT
+from conftest import np, run_script, wait_until, HANG_TIMEOUT, stdlib_error, assert_same_error, start_thread, join_all, run_in_thread, has_word
 
 PY = sys.version_info[:2]
 SCALE = float(os.environ.get("NATIVEPOOL_STRESS_SCALE", "1.0"))
@@ -27,57 +26,6 @@ STATS_KEYS = {"acquisitions", "contended", "wait_total", "wait_max"}
 
 # --------------------------------------------------------------------------
 # helpers
-
-def stdlib_error(fn):
-    """(type, message) of the exception the stdlib raises for fn()."""
-    try:
-        fn()
-    except Exception as exc:  # noqa: BLE001
-        return type(exc), str(exc)
-    raise AssertionError("the stdlib did not raise for this call")
-
-
-def assert_same_error(np_call, std_call, check_message=True):
-    etype, msg = stdlib_error(std_call)
-    with pytest.raises(etype) as info:
-        np_call()
-    if check_message:
-        assert str(info.value) == msg
-
-
-def start_thread(fn, *args):
-    t = threading.Thread(target=fn, args=args, daemon=True)
-    t.start()
-    return t
-
-
-def join_all(threads, timeout=HANG_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    alive = [t for t in threads if t.is_alive()]
-    assert not alive, "%d thread(s) still blocked" % len(alive)
-
-
-def run_in_thread(fn, timeout=HANG_TIMEOUT):
-    """Run fn() in another thread; return its result or re-raise its exception."""
-    box = {}
-
-    def target():
-        try:
-            box["result"] = fn()
-        except BaseException as exc:  # noqa: BLE001
-            box["error"] = exc
-
-    t = start_thread(target)
-    join_all([t], timeout)
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
-
-
-def has_word(word, text):
-    return re.search(r"(?<![A-Za-z_])%s(?![A-Za-z_])" % re.escape(word), text) is not None
 
 
 # ==========================================================================

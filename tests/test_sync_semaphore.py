@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import np, run_script, wait_until, HANG_TIMEOUT
+from conftest import np, run_script, wait_until, HANG_TIMEOUT, assert_same_error, start_thread, join_all
 
 PY = sys.version_info[:2]
 SCALE = float(os.environ.get("NATIVEPOOL_STRESS_SCALE", "1.0"))
@@ -26,28 +26,6 @@ def stdlib_error(fn):
     except Exception as exc:  # noqa: BLE001
         return type(exc), str(exc)
     raise AssertionError("the stdlib did not raise for this call")
-
-
-def assert_same_error(np_call, std_call, check_message=True):
-    etype, msg = stdlib_error(std_call)
-    with pytest.raises(etype) as info:
-        np_call()
-    if check_message:
-        assert str(info.value) == msg
-
-
-def start_thread(fn, *args):
-    t = threading.Thread(target=fn, args=args, daemon=True)
-    t.start()
-    return t
-
-
-def join_all(threads, timeout=HANG_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    alive = [t for t in threads if t.is_alive()]
-    assert not alive, "%d thread(s) still blocked" % len(alive)
 
 
 def run_in_thread(fn, timeout=HANG_TIMEOUT):
