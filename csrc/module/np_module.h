@@ -290,6 +290,15 @@ int np_lock_types_init(PyObject *module, np_state *st);
 /* debug.dump_locks and debug.check_lock_order (sync_lock.c). */
 PyObject *np_held_locks(PyObject *module, PyObject *ignored);
 PyObject *np_set_lock_hook(PyObject *module, PyObject *hook);
+
+/* Condition's fast path over our own Lock/RLock (sync_lock.c). */
+enum { NP_FASTLOCK_LOCK = 1, NP_FASTLOCK_RLOCK = 2 };
+int np_fastlock_kind(np_state *st, PyObject *lock);    /* 0: not ours */
+int np_fastlock_owned(PyObject *lock, int kind);
+int np_fastlock_acquire(PyObject *lock, int kind);
+int np_fastlock_release(PyObject *lock, int kind);
+int np_fastlock_save(PyObject *lock, int kind, unsigned long state[2]);
+int np_fastlock_restore(PyObject *lock, int kind, const unsigned long state[2]);
 int np_semaphore_types_init(PyObject *module, np_state *st);
 int np_atomicint_type_init(PyObject *module, np_state *st);
 int np_condition_types_init(PyObject *module, np_state *st);   /* Condition, Barrier */

@@ -14,7 +14,9 @@
  *
  * The user's lock can be any object with the stdlib lock protocol; like
  * threading.Condition we use its _release_save/_acquire_restore/_is_owned
- * when it has them (nativepool.RLock and threading.RLock do).
+ * when it has them (nativepool.RLock and threading.RLock do).  Over our own
+ * Lock or RLock (exact types) we call their C functions directly instead
+ * of their methods (np_fastlock_*).
  *
  * Barrier: the stdlib's state machine, verbatim, with its Condition
  * replaced by a recursive lock (held across the action, as the stdlib
@@ -38,6 +40,7 @@ typedef struct {
     PyObject *lock;
     PyObject *acquire, *release;             /* bound methods of lock */
     PyObject *release_save, *acquire_restore, *is_owned;   /* or NULL */
+    int fast;                 /* NP_FASTLOCK_* when lock is ours: call C */
     np_mutex mutex;                          /* guards the waiter list */
     cond_waiter *head, *tail;
     Py_ssize_t nwaiters;
@@ -72,8 +75,8 @@ cond_init(PyObject *op, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "Condition is already initialised");
         return -1;
     }
+    np_state *st = np_state_from_type(Py_TYPE(op));
     if (lock == Py_None) {
-        np_state *st = np_state_from_type(Py_TYPE(op));
         lock = PyObject_CallNoArgs((PyObject *)st->rlock_type);
         if (lock == NULL) {
             return -1;
@@ -83,6 +86,7 @@ cond_init(PyObject *op, PyObject *args, PyObject *kwargs)
         Py_INCREF(lock);
     }
     c->lock = lock;
+    c->fast = np_fastlock_kind(st, lock);
     if ((c->acquire = PyObject_GetAttrString(lock, "acquire")) == NULL ||
         (c->release = PyObject_GetAttrString(lock, "release")) == NULL) {
         return -1;
@@ -156,6 +160,9 @@ check_init(np_condobj *c)
 static int
 is_owned(np_condobj *c)
 {
+    if (c->fast) {
+        return np_fastlock_owned(c->lock, c->fast);
+    }
     if (c->is_owned != NULL) {
         PyObject *r = PyObject_CallNoArgs(c->is_owned);
         if (r == NULL) {
@@ -235,8 +242,16 @@ cond_wait_until(np_condobj *c, int64_t deadline)
     c->nwaiters++;
     np_mutex_unlock(&c->mutex);
 
-    PyObject *saved = c->release_save ? PyObject_CallNoArgs(c->release_save)
-                                      : PyObject_CallNoArgs(c->release);
+    unsigned long fast_state[2] = {0, 0};
+    PyObject *saved;
+    if (c->fast) {
+        saved = np_fastlock_save(c->lock, c->fast, fast_state) < 0 ? NULL : Py_None;
+        Py_XINCREF(saved);
+    }
+    else {
+        saved = c->release_save ? PyObject_CallNoArgs(c->release_save)
+                                : PyObject_CallNoArgs(c->release);
+    }
     if (saved == NULL) {
         mutex_lock(&c->mutex);
         unlink_waiter(c, &w);
@@ -257,9 +272,15 @@ cond_wait_until(np_condobj *c, int64_t deadline)
 
     /* Take the lock back even if we are raising (the stdlib's finally). */
     PyObject *exc = r < 0 ? np_fetch_exception() : NULL;
-    PyObject *res = c->acquire_restore
-                        ? PyObject_CallOneArg(c->acquire_restore, saved)
-                        : PyObject_CallNoArgs(c->acquire);
+    PyObject *res;
+    if (c->fast) {
+        res = np_fastlock_restore(c->lock, c->fast, fast_state) < 0 ? NULL : Py_None;
+        Py_XINCREF(res);
+    }
+    else {
+        res = c->acquire_restore ? PyObject_CallOneArg(c->acquire_restore, saved)
+                                 : PyObject_CallNoArgs(c->acquire);
+    }
     Py_DECREF(saved);
     if (res == NULL) {
         Py_XDECREF(exc);
@@ -441,26 +462,44 @@ cond_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
 static PyObject *
 cond_release(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
-    if (check_init(COND(op)) < 0) {
+    np_condobj *c = COND(op);
+    if (check_init(c) < 0) {
         return NULL;
     }
-    return PyObject_CallNoArgs(COND(op)->release);
+    if (c->fast) {
+        if (np_fastlock_release(c->lock, c->fast) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    return PyObject_CallNoArgs(c->release);
 }
 
 static PyObject *
 cond_enter(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
-    if (check_init(COND(op)) < 0) {
+    np_condobj *c = COND(op);
+    if (check_init(c) < 0) {
         return NULL;
     }
-    return PyObject_CallMethod(COND(op)->lock, "__enter__", NULL);
+    if (c->fast) {
+        if (np_fastlock_acquire(c->lock, c->fast) < 0) {
+            return NULL;
+        }
+        Py_RETURN_TRUE;
+    }
+    return PyObject_CallMethod(c->lock, "__enter__", NULL);
 }
 
 static PyObject *
 cond_exit(PyObject *op, PyObject *args)
 {
-    if (check_init(COND(op)) < 0) {
+    np_condobj *c = COND(op);
+    if (check_init(c) < 0) {
         return NULL;
+    }
+    if (c->fast) {
+        return cond_release(op, NULL);
     }
     PyObject *meth = PyObject_GetAttrString(COND(op)->lock, "__exit__");
     if (meth == NULL) {

@@ -468,20 +468,11 @@ rlock_recursion_count(PyObject *op, PyObject *Py_UNUSED(ignored))
 static PyObject *
 rlock_release_save(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
-    np_rlockobj *l = RLOCK(op);
-    if (l->count == 0) {
-        PyErr_SetString(PyExc_RuntimeError, "cannot release un-acquired lock");
+    unsigned long state[2];
+    if (np_fastlock_save(op, NP_FASTLOCK_RLOCK, state) < 0) {
         return NULL;
     }
-    unsigned long count = l->count;
-    unsigned long owner = atomic_load_explicit(&l->base.owner, memory_order_relaxed);
-    l->count = 0;
-    atomic_store_explicit(&l->base.owner, 0, memory_order_relaxed);
-    np_sem_give(&l->base.sem, 1, 1, 0);
-    if (lock_hook != NULL) {
-        call_hook(op, HOOK_RELEASED);
-    }
-    return Py_BuildValue("(kk)", count, owner);
+    return Py_BuildValue("(kk)", state[0], state[1]);
 }
 
 static PyObject *
@@ -569,4 +560,84 @@ np_lock_types_init(PyObject *module, np_state *st)
         return -1;
     }
     return 0;
+}
+
+/* ---- Condition's fast path ------------------------------------------------
+ * A Condition over one of our own locks (exact types: a subclass may
+ * override acquire/release in Python) calls these instead of the lock's
+ * methods.  They behave exactly like those methods, lock-order hook
+ * included. */
+
+int
+np_fastlock_kind(np_state *st, PyObject *lock)
+{
+    if (Py_IS_TYPE(lock, st->lock_type)) {
+        return NP_FASTLOCK_LOCK;
+    }
+    if (Py_IS_TYPE(lock, st->rlock_type)) {
+        return NP_FASTLOCK_RLOCK;
+    }
+    return 0;
+}
+
+/* _is_owned(): an RLock's owner is us; a Lock is held (by anyone: the
+ * stdlib's own test for a plain lock). */
+int
+np_fastlock_owned(PyObject *lock, int kind)
+{
+    return kind == NP_FASTLOCK_RLOCK ? rlock_owned(RLOCK(lock))
+                                     : np_sem_value(&LOCK(lock)->sem) == 0;
+}
+
+/* acquire() with no arguments: 0, or -1 with an exception. */
+int
+np_fastlock_acquire(PyObject *lock, int kind)
+{
+    PyObject *r = kind == NP_FASTLOCK_RLOCK ? rlock_acquire(lock, NULL, 0, NULL)
+                                            : lock_acquire(lock, NULL, 0, NULL);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+int
+np_fastlock_release(PyObject *lock, int kind)
+{
+    PyObject *r = kind == NP_FASTLOCK_RLOCK ? rlock_release(lock, NULL)
+                                            : lock_release(lock, NULL);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+/* _release_save(): release completely, remembering the recursion depth
+ * and owner in *state (an RLock; a Lock just releases).  0 or -1. */
+int
+np_fastlock_save(PyObject *lock, int kind, unsigned long state[2])
+{
+    if (kind == NP_FASTLOCK_LOCK) {
+        return np_fastlock_release(lock, kind);
+    }
+    np_rlockobj *l = RLOCK(lock);
+    if (l->count == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot release un-acquired lock");
+        return -1;
+    }
+    state[0] = l->count;
+    state[1] = atomic_load_explicit(&l->base.owner, memory_order_relaxed);
+    l->count = 0;
+    atomic_store_explicit(&l->base.owner, 0, memory_order_relaxed);
+    np_sem_give(&l->base.sem, 1, 1, 0);
+    if (lock_hook != NULL) {
+        call_hook(lock, HOOK_RELEASED);
+    }
+    return 0;
+}
+
+/* _acquire_restore(state).  0, or -1 with an exception (Ctrl-C). */
+int
+np_fastlock_restore(PyObject *lock, int kind, const unsigned long state[2])
+{
+    if (kind == NP_FASTLOCK_LOCK) {
+        return np_fastlock_acquire(lock, kind);
+    }
+    return rlock_take(RLOCK(lock), NP_FOREVER, state[1], state[0]) < 0 ? -1 : 0;
 }
