@@ -24,6 +24,7 @@ MODULE = [
     "csrc/module/sync_sem.c",
     "csrc/module/atomicint.c",
     "csrc/module/sync_cond.c",
+    "csrc/module/sync_barrier.c",
     "csrc/module/queue.c",
     "csrc/module/queue_core.c",
 ]

@@ -200,6 +200,7 @@ module_exec(PyObject *module)
         np_semaphore_types_init(module, st) < 0 ||
         np_atomicint_type_init(module, st) < 0 ||
         np_condition_types_init(module, st) < 0 ||
+        np_barrier_type_init(module, st) < 0 ||
         np_queue_types_init(module, st) < 0) {
         return -1;
     }

@@ -35,7 +35,7 @@ typedef struct np_state {
     PyTypeObject *mapiter_type;      /* _nativepool.MapIterator */
     PyTypeObject *lock_type, *rlock_type, *semaphore_type, *bsemaphore_type;
     PyTypeObject *event_type, *atomicint_type;
-    PyTypeObject *cond_type, *barrier_type;                /* sync_cond.c */
+    PyTypeObject *cond_type, *barrier_type;   /* sync_cond.c, sync_barrier.c */
     PyTypeObject *queue_type, *lifoqueue_type;             /* queue.c */
     PyTypeObject *priorityqueue_type, *simplequeue_type;
     PyObject *Empty, *Full, *ShutDown;   /* queue.Empty, queue.Full, queue.ShutDown
@@ -301,7 +301,8 @@ int np_fastlock_save(PyObject *lock, int kind, unsigned long state[2]);
 int np_fastlock_restore(PyObject *lock, int kind, const unsigned long state[2]);
 int np_semaphore_types_init(PyObject *module, np_state *st);
 int np_atomicint_type_init(PyObject *module, np_state *st);
-int np_condition_types_init(PyObject *module, np_state *st);   /* Condition, Barrier */
+int np_condition_types_init(PyObject *module, np_state *st);   /* Condition */
+int np_barrier_type_init(PyObject *module, np_state *st);      /* Barrier */
 int np_queue_types_init(PyObject *module, np_state *st);       /* the Queue family */
 
 /* ---- the pool ---------------------------------------------------------- */
