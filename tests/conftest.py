@@ -320,3 +320,29 @@ def run_in_thread(fn, timeout=HANG_TIMEOUT):
 
 def has_word(word, text):
     return re.search(r"(?<![A-Za-z_])%s(?![A-Za-z_])" % re.escape(word), text) is not None
+
+
+# A blocking call must release the GIL: a subprocess script in which one
+# thread blocks in it while the main thread runs pure Python (run_script
+# provides np and out).  Fill in setup, block and unblock.
+GIL_SCRIPT = """
+import threading, time
+%(setup)s
+state = {"started": False, "done": False, "result": None}
+def blocker():
+    state["started"] = True
+    state["result"] = %(block)s
+    state["done"] = True
+t = threading.Thread(target=blocker, daemon=True)
+t.start()
+while not state["started"]:
+    time.sleep(0.001)
+time.sleep(0.3)      # let the blocker enter its wait
+n = 0
+for i in range(300000):   # pure Python: needs the GIL
+    n += 1
+out("progress", n, "blocker_still_blocked", not state["done"])
+%(unblock)s
+t.join(30)
+out("result", state["result"], "alive", t.is_alive())
+"""

@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 
-from conftest import np, run_script, wait_until, HANG_TIMEOUT, start_thread, join_all, has_word
+from conftest import np, run_script, wait_until, HANG_TIMEOUT, start_thread, join_all, has_word, GIL_SCRIPT
 
 PY = sys.version_info[:2]
 SCALE = float(os.environ.get("NATIVEPOOL_STRESS_SCALE", "1.0"))
@@ -232,32 +232,11 @@ BLOCKING_CASES = {
     "wait_timeout_kw": "obj.wait(timeout=60)",
 }
 
-GIL_SCRIPT = """
-import threading, time
-obj = np.Event()
-state = {"started": False, "done": False, "result": None}
-def blocker():
-    state["started"] = True
-    state["result"] = %(block)s
-    state["done"] = True
-t = threading.Thread(target=blocker, daemon=True)
-t.start()
-while not state["started"]:
-    time.sleep(0.001)
-time.sleep(0.3)      # let the blocker enter its wait
-n = 0
-for i in range(300000):   # pure Python: needs the GIL
-    n += 1
-out("progress", n, "blocker_still_blocked", not state["done"])
-obj.set()
-t.join(30)
-out("result", state["result"], "alive", t.is_alive())
-"""
-
 
 @pytest.mark.parametrize("case", sorted(BLOCKING_CASES))
 def test_blocking_call_releases_gil(case):
-    proc = run_script(GIL_SCRIPT % dict(block=BLOCKING_CASES[case]), timeout=60)
+    proc = run_script(GIL_SCRIPT % dict(setup="obj = np.Event()", block=BLOCKING_CASES[case],
+                                        unblock="obj.set()"), timeout=60)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     assert "progress 300000 blocker_still_blocked True" in proc.stdout, (
         "the blocked call did not let another thread run", proc.stdout, proc.stderr)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import np, run_script, wait_until, HANG_TIMEOUT, stdlib_error, assert_same_error, start_thread, join_all, run_in_thread, has_word
+from conftest import np, run_script, wait_until, HANG_TIMEOUT, stdlib_error, assert_same_error, start_thread, join_all, run_in_thread, has_word, GIL_SCRIPT
 
 PY = sys.version_info[:2]
 SCALE = float(os.environ.get("NATIVEPOOL_STRESS_SCALE", "1.0"))
@@ -472,28 +472,6 @@ BLOCKING_CASES = {
     "rlock_acquire_timeout": ("obj = np.RLock(); obj.acquire()",
                               "obj.acquire(True, 60)", "obj.release()"),
 }
-
-GIL_SCRIPT = """
-import threading, time
-%(setup)s
-state = {"started": False, "done": False, "result": None}
-def blocker():
-    state["started"] = True
-    state["result"] = %(block)s
-    state["done"] = True
-t = threading.Thread(target=blocker, daemon=True)
-t.start()
-while not state["started"]:
-    time.sleep(0.001)
-time.sleep(0.3)      # let the blocker enter its wait
-n = 0
-for i in range(300000):   # pure Python: needs the GIL
-    n += 1
-out("progress", n, "blocker_still_blocked", not state["done"])
-%(unblock)s
-t.join(30)
-out("result", state["result"], "alive", t.is_alive())
-"""
 
 
 def check_gil_released(setup, block, unblock):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import np, run_script, wait_until, HANG_TIMEOUT, assert_same_error, start_thread, join_all
+from conftest import np, run_script, wait_until, HANG_TIMEOUT, assert_same_error, start_thread, join_all, GIL_SCRIPT
 
 PY = sys.version_info[:2]
 SCALE = float(os.environ.get("NATIVEPOOL_STRESS_SCALE", "1.0"))
@@ -283,28 +283,6 @@ BLOCKING_CASES = {
     "bounded_timeout": ("obj = np.BoundedSemaphore(1); obj.acquire()",
                         "obj.acquire(True, 60)", "obj.release()"),
 }
-
-GIL_SCRIPT = """
-import threading, time
-%(setup)s
-state = {"started": False, "done": False, "result": None}
-def blocker():
-    state["started"] = True
-    state["result"] = %(block)s
-    state["done"] = True
-t = threading.Thread(target=blocker, daemon=True)
-t.start()
-while not state["started"]:
-    time.sleep(0.001)
-time.sleep(0.3)      # let the blocker enter its wait
-n = 0
-for i in range(300000):   # pure Python: needs the GIL
-    n += 1
-out("progress", n, "blocker_still_blocked", not state["done"])
-%(unblock)s
-t.join(30)
-out("result", state["result"], "alive", t.is_alive())
-"""
 
 
 @pytest.mark.parametrize("case", sorted(BLOCKING_CASES))
