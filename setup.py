@@ -5,18 +5,37 @@ Environment switches (read at build time):
   NATIVEPOOL_SANITIZE=address|thread build with that sanitizer (load the
                                      runtime with LD_PRELOAD when importing)
 """
+import glob
 import os
 
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+
+class build_py_with_header(build_py):
+    """Install the C API header inside the package (nativepool/include), where
+    nativepool.get_include() finds it."""
+
+    def run(self):
+        super().run()
+        dest = os.path.join(self.build_lib, "nativepool", "include")
+        self.mkpath(dest)
+        self.copy_file(os.path.join("csrc", "include", "nativepool.h"),
+                       os.path.join(dest, "nativepool.h"))
+
 
 RUNTIME = [
     "csrc/runtime/np_sync.c",
     "csrc/runtime/np_pool.c",
     "csrc/runtime/np_sem.c",
 ]
+# Kernels: plain C, one file per family; every file there is built.
+KERNELS = sorted(glob.glob("csrc/kernels/*.c"))
 MODULE = [
     "csrc/module/module.c",
     "csrc/module/future.c",
+    "csrc/module/future_native.c",
+    "csrc/module/future_cond.c",
     "csrc/module/threadpool.c",
     "csrc/module/mapjob.c",
     "csrc/module/waiting.c",
@@ -27,6 +46,9 @@ MODULE = [
     "csrc/module/sync_barrier.c",
     "csrc/module/queue.c",
     "csrc/module/queue_core.c",
+    "csrc/module/native.c",
+    "csrc/module/native_args.c",
+    "csrc/module/native_task.c",
 ]
 
 cflags = ["-std=c11", "-Wall", "-Wextra", "-pthread", "-fno-strict-aliasing"]
@@ -43,11 +65,13 @@ if sanitize:
     ldflags += ["-fsanitize=" + sanitize]
 
 setup(
+    cmdclass={"build_py": build_py_with_header},
     ext_modules=[
         Extension(
             "nativepool._nativepool",
-            sources=RUNTIME + MODULE,
-            include_dirs=["csrc/runtime", "csrc/module", "csrc/include"],
+            sources=RUNTIME + KERNELS + MODULE,
+            include_dirs=["csrc/runtime", "csrc/kernels", "csrc/module", "csrc/include"],
+            libraries=["z", "ffi"],
             extra_compile_args=cflags,
             extra_link_args=ldflags,
             depends=[
@@ -56,6 +80,10 @@ setup(
                 "csrc/runtime/np_sem.h",
                 "csrc/module/np_module.h",
                 "csrc/module/npqueue.h",
+                "csrc/module/np_native.h",
+                "csrc/kernels/np_kernels.h",
+                "csrc/kernels/np_ffi.h",
+                "csrc/include/nativepool.h",
             ],
         )
     ],

@@ -10,19 +10,12 @@
  *
  * The stdlib allocates a threading.Condition (an RLock and a deque) per
  * future.  Ours costs one object; _condition is a small proxy made on
- * demand.
+ * demand (future_cond.c).
  */
 #include "np_module.h"
 
 #include <stddef.h>
 
-/* Future._condition: see the end of this file. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *future;
-} np_condition;
-
-#define COND_FUTURE(op) NP_FUTURE(((np_condition *)(op))->future)
 
 /* ---- completion -------------------------------------------------------- */
 
@@ -54,8 +47,8 @@ notify_waiters(np_future *f, PyObject *meth)
  * transition out of PENDING must be a CAS, or cancel() could overwrite
  * RUNNING and report a running call as cancelled.  Callers that see -1
  * look at the state again. */
-static int
-become_done(np_future *f, uint32_t from, uint32_t newstate,
+int
+np_future_become_done(np_future *f, uint32_t from, uint32_t newstate,
             PyObject *waiter_meth, PyObject **cbs)
 {
     /* seq_cst CAS: clears NPF_SLEEPERS and tells us whether anyone
@@ -94,7 +87,7 @@ become_finished(np_state *st, np_future *f, PyObject *result, PyObject *exc,
         }
         f->result = result;
         f->exception = exc;
-        if (become_done(f, s, NPF_FINISHED, meth, cbs) == 0) {
+        if (np_future_become_done(f, s, NPF_FINISHED, meth, cbs) == 0) {
             return 0;
         }
         f->result = f->exception = NULL;   /* PENDING became RUNNING */
@@ -117,8 +110,8 @@ call_callback(np_state *st, np_future *f, PyObject *cb)
     Py_XDECREF(exc);
 }
 
-static void
-run_callbacks(np_state *st, np_future *f, PyObject *cbs)
+void
+np_future_run_callbacks(np_state *st, np_future *f, PyObject *cbs)
 {
     if (cbs == NULL) {
         return;
@@ -144,7 +137,7 @@ finish(np_state *st, np_future *f, PyObject *result, PyObject *exc)
         return;
     }
     np_rlock_unlock(&f->lock);
-    run_callbacks(st, f, cbs);
+    np_future_run_callbacks(st, f, cbs);
 }
 
 void
@@ -181,7 +174,7 @@ np_future_set_running(np_state *st, np_future *f)
     s = NPF_STATE(atomic_load(&f->state));
     PyObject *cbs;
     if (s == NPF_CANCELLED &&
-        become_done(f, NPF_CANCELLED, NPF_CANCELLED_NOTIFIED,
+        np_future_become_done(f, NPF_CANCELLED, NPF_CANCELLED_NOTIFIED,
                     st->str_add_cancelled, &cbs) == 0) {
         np_rlock_unlock(&f->lock);
         Py_XDECREF(cbs);   /* cancel() already ran them */
@@ -207,11 +200,11 @@ np_future_cancel_and_notify(np_state *st, np_future *f)
     /* A queued task is never RUNNING, so the CAS cannot lose here; a
      * future in any other state is left alone. */
     if ((s == NPF_PENDING || s == NPF_CANCELLED) &&
-        become_done(f, s, NPF_CANCELLED_NOTIFIED, st->str_add_cancelled,
+        np_future_become_done(f, s, NPF_CANCELLED_NOTIFIED, st->str_add_cancelled,
                     &cbs) == 0) {
         np_rlock_unlock(&f->lock);
         if (s == NPF_PENDING) {
-            run_callbacks(st, f, cbs);
+            np_future_run_callbacks(st, f, cbs);
         }
         else {
             Py_XDECREF(cbs);
@@ -260,6 +253,12 @@ future_clear(PyObject *op)
     Py_CLEAR(f->fn);
     Py_CLEAR(f->args);
     Py_CLEAR(f->kwnames);
+    if (f->ncall != NULL) {
+        /* Unreachable, so no worker holds it: the call is not running. */
+        np_ncall *c = f->ncall;
+        f->ncall = NULL;
+        np_ncall_free(c);
+    }
     return 0;
 }
 
@@ -269,6 +268,17 @@ static void
 future_finalize(PyObject *op)
 {
     np_future *f = NP_FUTURE(op);
+    if (f->ncall != NULL && !f->retrieved && np_ncall_failed(f->ncall) &&
+        NPF_STATE(atomic_load(&f->state)) == NPF_FINISHED) {
+        PyObject *saved = np_fetch_exception();
+        if (np_future_materialize(f) < 0) {
+            PyErr_WriteUnraisable(op);
+        }
+        if (saved != NULL) {
+            np_raise_exception(saved);
+            Py_DECREF(saved);
+        }
+    }
     if (f->exception == NULL || f->retrieved) {
         return;
     }
@@ -329,7 +339,7 @@ future_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
     np_rlock_lock(&f->lock);
     /* As in the stdlib, cancel() wakes result() callers but tells the
      * stdlib waiters nothing: set_running_or_notify_cancel() does that. */
-    while (become_done(f, NPF_PENDING, NPF_CANCELLED, NULL, &cbs) < 0) {
+    while (np_future_become_done(f, NPF_PENDING, NPF_CANCELLED, NULL, &cbs) < 0) {
         uint32_t s = NPF_STATE(atomic_load(&f->state));
         if (s == NPF_RUNNING || s == NPF_FINISHED) {
             np_rlock_unlock(&f->lock);
@@ -341,7 +351,8 @@ future_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
         }
     }
     np_rlock_unlock(&f->lock);
-    run_callbacks(st, f, cbs);
+    np_future_drop_unrun_call(f);
+    np_future_run_callbacks(st, f, cbs);
     Py_RETURN_TRUE;
 }
 
@@ -414,7 +425,8 @@ future_result(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
 {
     np_future *f = NP_FUTURE(op);
     uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
-    if (NPF_STATE(s) == NPF_FINISHED && f->exception == NULL && nargs <= 1) {
+    if (NPF_STATE(s) == NPF_FINISHED && f->ncall == NULL &&
+        f->exception == NULL && nargs <= 1) {
         /* The common case: done, no exception; skip argument parsing. */
         PyObject *res = f->result ? f->result : Py_None;
         Py_INCREF(res);
@@ -437,6 +449,9 @@ future_result(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     s = NPF_STATE(atomic_load_explicit(&f->state, memory_order_acquire));
     if (s != NPF_FINISHED) {
         PyErr_SetNone(st->CancelledError);
+        return NULL;
+    }
+    if (np_future_materialize(f) < 0) {
         return NULL;
     }
     if (f->exception != NULL) {
@@ -472,6 +487,9 @@ future_exception(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     uint32_t s = NPF_STATE(atomic_load_explicit(&f->state, memory_order_acquire));
     if (s != NPF_FINISHED) {
         PyErr_SetNone(st->CancelledError);
+        return NULL;
+    }
+    if (np_future_materialize(f) < 0) {
         return NULL;
     }
     f->retrieved = 1;
@@ -537,7 +555,7 @@ set_outcome(PyObject *op, PyObject *result, PyObject *exc)
         return NULL;
     }
     np_rlock_unlock(&f->lock);
-    run_callbacks(st, f, cbs);
+    np_future_run_callbacks(st, f, cbs);
     Py_RETURN_NONE;
 }
 
@@ -593,14 +611,7 @@ get_waiters(PyObject *op, void *Py_UNUSED(closure))
 static PyObject *
 get_condition(PyObject *op, void *Py_UNUSED(closure))
 {
-    np_state *st = fstate(op);
-    PyObject *c = PyType_GenericAlloc(st->condition_type, 0);
-    if (c == NULL) {
-        return NULL;
-    }
-    Py_INCREF(op);
-    ((np_condition *)c)->future = op;
-    return c;
+    return np_future_condition_new(fstate(op), op);
 }
 
 /* _result and _exception, as the stdlib's attributes read: None until the
@@ -618,12 +629,18 @@ finished_field(np_future *f, PyObject *field)
 static PyObject *
 get_result(PyObject *op, void *Py_UNUSED(closure))
 {
+    if (np_future_materialize(NP_FUTURE(op)) < 0) {
+        return NULL;
+    }
     return finished_field(NP_FUTURE(op), NP_FUTURE(op)->result);
 }
 
 static PyObject *
 get_exception(PyObject *op, void *Py_UNUSED(closure))
 {
+    if (np_future_materialize(NP_FUTURE(op)) < 0) {
+        return NULL;
+    }
     return finished_field(NP_FUTURE(op), NP_FUTURE(op)->exception);
 }
 
@@ -712,173 +729,6 @@ static PyType_Spec future_spec = {
     .slots = future_slots,
 };
 
-/* ---- Future._condition ---------------------------------------------------
- * Enough of threading.Condition for the stdlib helpers and for code that
- * imitates them: the lock part is the future's own lock; wait() waits for
- * the next state change; notify*() wake waiters to re-check. */
-
-
-static int
-cond_traverse(PyObject *op, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(op));
-    Py_VISIT(((np_condition *)op)->future);
-    return 0;
-}
-
-static int
-cond_clear(PyObject *op)
-{
-    Py_CLEAR(((np_condition *)op)->future);
-    return 0;
-}
-
-static void
-cond_dealloc(PyObject *op)
-{
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    cond_clear(op);
-    tp->tp_free(op);
-    Py_DECREF(tp);
-}
-
-static PyObject *
-cond_acquire(PyObject *op, PyObject *args, PyObject *kwargs)
-{
-    static char *kws[] = {"blocking", "timeout", NULL};
-    int blocking = 1;
-    double timeout = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|pd:acquire", kws,
-                                     &blocking, &timeout)) {
-        return NULL;
-    }
-    np_rlock *l = &COND_FUTURE(op)->lock;
-    int64_t deadline = NP_FOREVER;
-    if (!blocking) {
-        deadline = np_monotonic_ns();
-    }
-    else if (timeout >= 0) {
-        deadline = np_deadline_after(timeout);
-    }
-    int r = np_rlock_lock_until(l, deadline);
-    if (r < 0) {
-        return NULL;
-    }
-    return PyBool_FromLong(r);
-}
-
-static PyObject *
-cond_release(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    if (np_rlock_unlock(&COND_FUTURE(op)->lock) < 0) {
-        PyErr_SetString(PyExc_RuntimeError, "cannot release un-acquired lock");
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-cond_enter(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    np_rlock_lock(&COND_FUTURE(op)->lock);
-    Py_RETURN_TRUE;
-}
-
-static PyObject *
-cond_exit(PyObject *op, PyObject *Py_UNUSED(args))
-{
-    return cond_release(op, NULL);
-}
-
-static PyObject *
-cond_is_owned(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    return PyBool_FromLong(np_rlock_is_owned(&COND_FUTURE(op)->lock));
-}
-
-/* wait(timeout=None): release the lock fully, wait for the state word to
- * change (or a notify), take the lock back at its old depth. */
-static PyObject *
-cond_wait(PyObject *op, PyObject *args, PyObject *kwargs)
-{
-    static char *kws[] = {"timeout", NULL};
-    PyObject *timeout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:wait", kws, &timeout)) {
-        return NULL;
-    }
-    np_future *f = COND_FUTURE(op);
-    np_state *st = np_state_from_type(Py_TYPE(f));
-    if (!np_rlock_is_owned(&f->lock)) {
-        PyErr_SetString(PyExc_RuntimeError, "cannot wait on un-acquired lock");
-        return NULL;
-    }
-    int64_t deadline;
-    if (np_parse_timeout(st, timeout, &deadline) < 0) {
-        return NULL;
-    }
-    uint32_t s = atomic_load(&f->state);
-    unsigned long depth = f->lock.count;
-    f->lock.count = 1;
-    np_rlock_unlock(&f->lock);
-    int r = 1;
-    /* Announce, then sleep once: a failed CAS means the state changed,
-     * which is itself the wakeup.  Like Condition.wait, callers re-check. */
-    if ((s & NPF_SLEEPERS) ||
-        atomic_compare_exchange_strong(&f->state, &s, s | NPF_SLEEPERS)) {
-        r = np_wait_word(&f->state, s | NPF_SLEEPERS, deadline);
-    }
-    np_rlock_lock(&f->lock);
-    f->lock.count = depth;
-    if (r < 0) {
-        return NULL;
-    }
-    return PyBool_FromLong(r != 0);
-}
-
-static PyObject *
-cond_notify_all(PyObject *op, PyObject *Py_UNUSED(args))
-{
-    np_future *f = COND_FUTURE(op);
-    uint32_t s = atomic_fetch_and(&f->state, ~(uint32_t)NPF_SLEEPERS);
-    if (s & NPF_SLEEPERS) {
-        np_futex_wake(&f->state, INT32_MAX);
-    }
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef cond_methods[] = {
-    {"acquire", (PyCFunction)(void (*)(void))cond_acquire,
-     METH_VARARGS | METH_KEYWORDS,
-     "acquire($self, /, blocking=True, timeout=-1)\n--\n\n"},
-    {"release", cond_release, METH_NOARGS, "release($self, /)\n--\n\n"},
-    {"__enter__", cond_enter, METH_NOARGS, NULL},
-    {"__exit__", cond_exit, METH_VARARGS, NULL},
-    {"_is_owned", cond_is_owned, METH_NOARGS, NULL},
-    {"wait", (PyCFunction)(void (*)(void))cond_wait,
-     METH_VARARGS | METH_KEYWORDS, "wait($self, /, timeout=None)\n--\n\n"},
-    {"notify", cond_notify_all, METH_VARARGS, "notify($self, /, n=1)\n--\n\n"},
-    {"notify_all", cond_notify_all, METH_NOARGS, "notify_all($self, /)\n--\n\n"},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot cond_slots[] = {
-    {Py_tp_doc, "The _condition of a nativepool.Future: its lock, as a "
-                "threading.Condition."},
-    {Py_tp_dealloc, cond_dealloc},
-    {Py_tp_traverse, cond_traverse},
-    {Py_tp_clear, cond_clear},
-    {Py_tp_methods, cond_methods},
-    {0, NULL},
-};
-
-static PyType_Spec cond_spec = {
-    .name = "nativepool._nativepool.FutureCondition",
-    .basicsize = sizeof(np_condition),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .slots = cond_slots,
-};
-
 int
 np_future_types_init(PyObject *module, np_state *st)
 {
@@ -887,9 +737,7 @@ np_future_types_init(PyObject *module, np_state *st)
     if (st->future_base_type == NULL) {
         return -1;
     }
-    st->condition_type =
-        (PyTypeObject *)PyType_FromModuleAndSpec(module, &cond_spec, NULL);
-    if (st->condition_type == NULL) {
+    if (np_future_condition_type_init(module, st) < 0) {
         return -1;
     }
     return np_module_add(module, "FutureBase", (PyObject *)st->future_base_type);

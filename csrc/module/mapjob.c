@@ -24,6 +24,15 @@
  * Slots: in eager mode a flat array of every item; with buffersize a ring of
  * a power-of-two size > buffersize (the stdlib keeps at most buffersize + 1
  * calls in flight: it submits the next input before waiting for a result).
+ *
+ * A NativeFunction as fn makes a native job: the consumer converts each
+ * input into a C call when it publishes it (np_ncall_new, with the GIL);
+ * runners run calls without the GIL and store nothing Python in the slot;
+ * the consumer turns each outcome into a result as it reads it.  An input
+ * that does not fit fn's signature fails its own slot (as a Python fn's
+ * TypeError would), in order.  A native runner's last reference to the job
+ * is dropped through the reclaim stack (native_task.c) when its worker
+ * does not hold the GIL.
  */
 #include "np_module.h"
 
@@ -40,7 +49,9 @@ enum {
 
 typedef struct {
     PyObject *args;             /* the item, or a tuple when star */
-    PyObject *value;            /* result or exception once done */
+    PyObject *value;            /* result or exception once done; a native
+                                   slot: the conversion error, if any */
+    np_ncall *call;             /* a native slot's call, until read */
     _Atomic uint32_t state;
 } map_slot;
 
@@ -54,6 +65,7 @@ typedef struct map_job {
     np_mutex lock;
     PyObject *fn;
     int star;                   /* several iterables: fn(*args) */
+    int native;                 /* fn is a NativeFunction */
     map_slot *slots;
     uint64_t mask;              /* ring index mask; UINT64_MAX: flat array */
     _Atomic uint64_t published; /* items made available; consumer writes,
@@ -94,6 +106,7 @@ job_decref(map_job *job)
     for (uint64_t i = 0; i < n; i++) {
         Py_XDECREF(job->slots[i].args);
         Py_XDECREF(job->slots[i].value);
+        np_ncall_free(job->slots[i].call);
     }
     PyMem_Free(job->slots);
     Py_XDECREF(job->fn);
@@ -134,13 +147,21 @@ claim(map_job *job, uint64_t *i)
     return 0;
 }
 
-/* Give up on every published item nobody claimed. */
+/* Give up on every published item nobody claimed.  Needs no GIL when exc
+ * is NULL (a native runner stopping): args is NULL in a native job, and a
+ * slot's call stays for job_decref to free. */
 static void
 drop_unclaimed(map_job *job, PyObject *exc)
 {
     uint64_t i;
     while (claim(job, &i)) {
-        Py_CLEAR(slot_at(job, i)->args);
+        map_slot *slot = slot_at(job, i);
+        if (slot->value != NULL) {
+            /* A native input that failed to convert: keep its error. */
+            complete_slot(job, i, SLOT_FAILED, slot->value);
+            continue;
+        }
+        Py_CLEAR(slot->args);
         Py_XINCREF(exc);
         complete_slot(job, i, exc ? SLOT_FAILED : SLOT_CANCELLED, exc);
     }
@@ -155,10 +176,16 @@ cancelled_all(map_job *job)
 /* ---- runners ----------------------------------------------------------- */
 
 static void
-runner_run(np_task *t, void *Py_UNUSED(worker))
+runner_run(np_task *t, void *worker)
 {
     map_runner *r = (map_runner *)t;
     map_job *job = r->job;
+    if (job->native) {
+        np_worker_drop_gil(worker);
+    }
+    else {
+        np_worker_hold_gil(worker);
+    }
     for (;;) {
         uint64_t i;
         int stop = atomic_load_explicit(&job->stopped, memory_order_relaxed) ||
@@ -180,6 +207,19 @@ runner_run(np_task *t, void *Py_UNUSED(worker))
         }
 
         map_slot *slot = slot_at(job, i);
+        if (job->native) {
+            /* No GIL here: only C, and the slot's plain fields. */
+            if (slot->call == NULL) {
+                complete_slot(job, i, SLOT_FAILED, slot->value);
+                continue;
+            }
+            atomic_store_explicit(&slot->state, SLOT_RUNNING, memory_order_relaxed);
+            r->current = (int64_t)i;
+            np_ncall_run(slot->call);
+            r->current = -1;
+            complete_slot(job, i, SLOT_OK, NULL);
+            continue;
+        }
         PyObject *args = slot->args;
         slot->args = NULL;
         atomic_store_explicit(&slot->state, SLOT_RUNNING, memory_order_relaxed);
@@ -204,9 +244,14 @@ runner_run(np_task *t, void *Py_UNUSED(worker))
 }
 
 static void
-runner_release(np_task *t, void *Py_UNUSED(worker))
+runner_release(np_task *t, void *worker)
 {
     map_runner *r = (map_runner *)t;
+    if (!np_worker_has_gil(worker)) {
+        /* A native runner: job_decref may free Python objects. */
+        np_reclaim_push(r->job->core->st, &r->task);
+        return;
+    }
     job_decref(r->job);
     PyMem_Free(r);
 }
@@ -318,6 +363,32 @@ next_args(PyObject *iters, int star)
     return args;
 }
 
+/* Fill a slot with an input (args: a new reference, taken).  A native job
+ * converts it into a call now; an input that does not fit fails the slot
+ * with the conversion error instead. */
+static void
+fill_slot(map_job *job, map_slot *slot, PyObject *args)
+{
+    slot->value = NULL;
+    slot->call = NULL;
+    if (!job->native) {
+        slot->args = args;
+        return;
+    }
+    slot->args = NULL;
+    if (job->star) {
+        slot->call = np_ncall_new(job->fn, &PyTuple_GET_ITEM(args, 0),
+                                  PyTuple_GET_SIZE(args), NULL);
+    }
+    else {
+        slot->call = np_ncall_new(job->fn, &args, 1, NULL);
+    }
+    if (slot->call == NULL) {
+        slot->value = np_fetch_exception();
+    }
+    Py_DECREF(args);
+}
+
 /* Stop the job (the stdlib's `finally: cancel remaining futures`). */
 static void
 iter_finish(map_iter *it)
@@ -351,7 +422,7 @@ publish_next(map_iter *it)
     }
     uint64_t p = atomic_load_explicit(&job->published, memory_order_relaxed);
     map_slot *slot = slot_at(job, p);
-    slot->args = args;
+    fill_slot(job, slot, args);
     atomic_store_explicit(&slot->state, SLOT_QUEUED, memory_order_relaxed);
     np_mutex_lock(&job->lock);
     atomic_store_explicit(&job->published, p + 1, memory_order_release);
@@ -404,6 +475,18 @@ iter_next(PyObject *op)
     }
     value = slot->value;
     slot->value = NULL;
+    if (slot->call != NULL) {
+        /* A native call ran: its outcome becomes the value now. */
+        if (s == SLOT_OK) {
+            value = np_ncall_outcome(slot->call);
+            if (value == NULL) {
+                value = np_fetch_exception();
+                s = SLOT_FAILED;
+            }
+        }
+        np_ncall_free(slot->call);
+        slot->call = NULL;
+    }
     atomic_store_explicit(&slot->state, SLOT_EMPTY, memory_order_relaxed);
     it->consumed++;
     if (s == SLOT_OK) {
@@ -586,8 +669,7 @@ read_all(map_job *job, PyObject *iters)
             cap = ncap;
         }
         map_slot *slot = &job->slots[n];
-        slot->args = args;
-        slot->value = NULL;
+        fill_slot(job, slot, args);
         atomic_init(&slot->state, SLOT_QUEUED);
         /* No runner exists yet: add_runners' lock publishes these. */
         atomic_store_explicit(&job->published, n + 1, memory_order_relaxed);
@@ -609,6 +691,7 @@ np_map(PyObject *pool, np_core *core, PyObject *const *args, Py_ssize_t nargs,
     if (parse_map_kwargs(args, nargs, kwnames, &timeout, &buffersize) < 0) {
         return NULL;
     }
+    np_reclaim_drain(st);
     if (!PyCallable_Check(fn)) {
         PyErr_Format(PyExc_TypeError,
                      "map() argument 'fn' must be callable, not %.200s",
@@ -648,6 +731,7 @@ np_map(PyObject *pool, np_core *core, PyObject *const *args, Py_ssize_t nargs,
     Py_INCREF(fn);
     job->fn = fn;
     job->star = niter != 1;
+    job->native = np_is_native(st, fn);
     job->mask = UINT64_MAX;
     job->max_runners = (size_t)core->max_workers;
     Py_INCREF(core);

@@ -201,7 +201,9 @@ module_exec(PyObject *module)
         np_atomicint_type_init(module, st) < 0 ||
         np_condition_types_init(module, st) < 0 ||
         np_barrier_type_init(module, st) < 0 ||
-        np_queue_types_init(module, st) < 0) {
+        np_queue_types_init(module, st) < 0 ||
+        np_native_types_init(module, st) < 0 ||
+        np_capi_init(module, st) < 0) {
         return -1;
     }
     return 0;
@@ -229,6 +231,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->lifoqueue_type);
     Py_VISIT(st->priorityqueue_type);
     Py_VISIT(st->simplequeue_type);
+    Py_VISIT(st->nativefn_type);
     Py_VISIT(st->Empty);
     Py_VISIT(st->Full);
     Py_VISIT(st->ShutDown);
@@ -247,6 +250,7 @@ static int
 module_clear(PyObject *module)
 {
     np_state *st = get_state(module);
+    np_reclaim_drain(st);   /* pools are joined by now: nothing is pushed */
     Py_CLEAR(st->future_base_type);
     Py_CLEAR(st->future_type);
     Py_CLEAR(st->condition_type);
@@ -265,6 +269,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->lifoqueue_type);
     Py_CLEAR(st->priorityqueue_type);
     Py_CLEAR(st->simplequeue_type);
+    Py_CLEAR(st->nativefn_type);
     Py_CLEAR(st->Empty);
     Py_CLEAR(st->Full);
     Py_CLEAR(st->ShutDown);

@@ -38,6 +38,7 @@ typedef struct np_state {
     PyTypeObject *cond_type, *barrier_type;   /* sync_cond.c, sync_barrier.c */
     PyTypeObject *queue_type, *lifoqueue_type;             /* queue.c */
     PyTypeObject *priorityqueue_type, *simplequeue_type;
+    PyTypeObject *nativefn_type;                           /* native.c */
     PyObject *Empty, *Full, *ShutDown;   /* queue.Empty, queue.Full, queue.ShutDown
                                             (ours on Pythons before 3.13) */
     PyObject *BrokenBarrierError;        /* threading.BrokenBarrierError */
@@ -55,6 +56,11 @@ typedef struct np_state {
 
     PyObject *str_add_result, *str_add_exception, *str_add_cancelled;
     PyObject *str_join;
+
+    /* Tasks a worker finished without the GIL whose release (dropping the
+     * queue's reference, freeing what needs the GIL) waits for someone who
+     * holds it: a lock-free stack linked by task.base.next (native_task.c). */
+    _Atomic(struct np_pytask *) reclaim;
 
     double timeout_max;              /* threading.TIMEOUT_MAX */
     int log_unretrieved;             /* log exceptions nobody retrieved */
@@ -140,6 +146,21 @@ typedef struct np_pytask {
 /* Abandon and release every task of a list returned by the runtime. */
 void np_abandon_tasks(np_task *list, PyObject *exc);
 
+/* The GIL on a pool worker (threadpool.c).  A worker holds the GIL lazily:
+ * a Python task takes it (and keeps it for the next Python task), a native
+ * task drops it, and parking drops it.  `worker` is the worker_arg the
+ * runtime passes to run/release; NULL means "not a worker, GIL held". */
+void np_worker_hold_gil(void *worker);
+void np_worker_drop_gil(void *worker);
+int np_worker_has_gil(void *worker);
+
+/* Reclaim (native_task.c).  A task's release() called on a worker that does
+ * not hold the GIL pushes the task here (no GIL needed); np_reclaim_drain,
+ * with the GIL, calls release(task, NULL) for each.  Drained on submit, on
+ * map, when a pool is joined, and whenever a worker takes the GIL anyway. */
+void np_reclaim_push(np_state *st, struct np_pytask *task);
+void np_reclaim_drain(np_state *st);
+
 /* ---- futures ----------------------------------------------------------- */
 
 /* The state word of a future: one of the five states of
@@ -196,11 +217,18 @@ typedef struct np_future {
     PyObject *kwnames;               /* tuple or NULL */
     Py_ssize_t nargs;
     struct np_core *core;            /* borrowed while queued/running */
+    /* A native task's call (native.c): arguments in C, pinned buffers, and
+     * once run, its C outcome.  Converted into result/exception, and freed,
+     * the first time someone with the GIL looks (np_future_materialize). */
+    struct np_ncall *ncall;
 } np_future;
 
 #define NP_FUTURE(op) ((np_future *)(op))
 
 int np_future_types_init(PyObject *module, np_state *st);
+/* Future._condition (future_cond.c). */
+int np_future_condition_type_init(PyObject *module, np_state *st);
+PyObject *np_future_condition_new(np_state *st, PyObject *future);
 
 /* A new pending future of the registered nativepool.Future class. */
 np_future *np_future_new(np_state *st);
@@ -240,6 +268,29 @@ int np_rlock_is_owned(np_rlock *l);
 
 /* Wait until the future is done.  1 done, 0 timeout, -1 exception. */
 int np_future_wait(np_future *f, int64_t deadline_ns);
+
+/* Native tasks complete without the GIL (future.c).  Both are called on a
+ * worker, GIL not held; they take it (np_worker_hold_gil) only if stdlib
+ * waiters or done callbacks are attached, and drop it again before
+ * returning.  set_running: 1 running, 0 cancelled (waiters told). */
+int np_future_set_running_nogil(np_state *st, np_future *f, void *worker);
+void np_future_finish_native(np_state *st, np_future *f, void *worker);
+/* With the GIL: turn a finished native call's C outcome into result or
+ * exception and free the call.  0, or -1 with an exception (no memory). */
+int np_future_materialize(np_future *f);
+/* The lock without touching the GIL (a worker that does not hold it). */
+void np_rlock_lock_nogil(np_rlock *l);
+/* A cancelled native future: free its call (unpin buffers).  GIL held. */
+void np_future_drop_unrun_call(np_future *f);
+
+/* future.c's transition machinery, for future_native.c.  become_done: with
+ * the lock held, move from state `from` to `newstate`, tell stdlib waiters
+ * with waiter_meth (if not NULL: needs the GIL), wake sleepers; 0 and the
+ * callbacks to run (*cbs, a new reference or NULL), or -1 if the state is
+ * not `from`.  run_callbacks: call and drop them (GIL). */
+int np_future_become_done(np_future *f, uint32_t from, uint32_t newstate,
+                          PyObject *waiter_meth, PyObject **cbs);
+void np_future_run_callbacks(np_state *st, np_future *f, PyObject *cbs);
 
 /* ---- synchronization objects --------------------------------------------- */
 
@@ -330,8 +381,39 @@ int np_mapiter_type_init(PyObject *module, np_state *st);
  * is shut down or broken.  0 queued, -1 exception (task not queued). */
 int np_core_submit(np_core *core, np_pytask *task);
 
+/* A ThreadPoolBase's core (borrowed), or NULL with RuntimeError if
+ * __init__ was not called.  pool must be a ThreadPoolBase. */
+np_core *np_pool_core(PyObject *pool);
+
 /* The raise-if-closed checks of submit(), alone: 0 open, -1 exception. */
 int np_core_check_open(np_core *core);
+
+/* ---- native tasks (native.c, native_task.c) -------------------------------- */
+
+typedef struct np_ncall np_ncall;
+
+int np_native_types_init(PyObject *module, np_state *st);
+/* Is fn a NativeFunction? */
+int np_is_native(np_state *st, PyObject *fn);
+/* Convert fn's arguments to C values and pin its buffers: a call ready to
+ * run anywhere without the GIL.  NULL with TypeError/ValueError/OverflowError
+ * if an argument does not fit fn's signature. */
+np_ncall *np_ncall_new(PyObject *fn, PyObject *const *args, Py_ssize_t nargs,
+                       PyObject *kwnames);
+/* Run it: no GIL needed (and none taken). */
+void np_ncall_run(np_ncall *c);
+/* With the GIL, after the run: the result (a new reference), or NULL with the
+ * call's exception raised. */
+PyObject *np_ncall_outcome(np_ncall *c);
+/* 1 if the call failed (its outcome is an exception), before conversion. */
+int np_ncall_failed(np_ncall *c);
+/* With the GIL: unpin, drop references, free.  NULL is fine. */
+void np_ncall_free(np_ncall *c);
+/* ThreadPool.submit(native_fn, ...). */
+PyObject *np_native_submit(np_core *core, PyObject *fn, PyObject *const *args,
+                           Py_ssize_t nargs, PyObject *kwnames);
+/* The C API capsule (csrc/include/nativepool.h), added to the module. */
+int np_capi_init(PyObject *module, np_state *st);
 
 /* pool.map(): builds and returns a MapIterator, which keeps pool alive. */
 PyObject *np_map(PyObject *pool, np_core *core, PyObject *const *args,

@@ -10,10 +10,11 @@
  * core, the workers finish what is queued and exit, and the last one drops
  * the core.
  *
- * A worker keeps its thread state and the GIL while there is work, running
- * Python tasks back to back; it drops the GIL only in the pool's idle hook,
- * right before it parks.  So a burst of submits does not bounce the GIL
- * between threads per task.
+ * A worker holds the GIL lazily.  A Python task takes it and the worker
+ * keeps it while Python tasks follow, running them back to back, so a burst
+ * of submits does not bounce the GIL between threads per task.  A native
+ * task (native_task.c) drops it and runs without it; parking drops it too.
+ * So a worker that only runs native tasks never takes the GIL at all.
  */
 #include "np_module.h"
 
@@ -27,10 +28,11 @@
     ((np_future *)((char *)(t) - offsetof(np_future, task)))
 
 static void
-future_task_run(np_task *t, void *Py_UNUSED(worker))
+future_task_run(np_task *t, void *worker)
 {
     np_future *f = TASK_FUTURE(t);
     np_state *st = f->core->st;
+    np_worker_hold_gil(worker);
     int r = np_future_set_running(st, f);
     if (r > 0) {
         PyObject *res = PyObject_Vectorcall(
@@ -80,20 +82,44 @@ future_task_abandon(np_pytask *t, PyObject *exc)
 
 /* ---- PoolCore ---------------------------------------------------------- */
 
+/* A worker's GIL state: tstate is non-NULL exactly while the worker runs
+ * without the GIL (saved by PyEval_SaveThread).  Only the worker's own
+ * thread touches it. */
 typedef struct {
-    PyThreadState *tstate;   /* saved while the worker is parked */
+    PyThreadState *tstate;
 } worker_ctx;
 
+void
+np_worker_hold_gil(void *worker)
+{
+    worker_ctx *w = worker;
+    if (w != NULL && w->tstate != NULL) {
+        PyEval_RestoreThread(w->tstate);
+        w->tstate = NULL;
+    }
+}
+
+void
+np_worker_drop_gil(void *worker)
+{
+    worker_ctx *w = worker;
+    if (w != NULL && w->tstate == NULL) {
+        w->tstate = PyEval_SaveThread();
+    }
+}
+
+int
+np_worker_has_gil(void *worker)
+{
+    return worker == NULL || ((worker_ctx *)worker)->tstate == NULL;
+}
+
+/* Parking: never sleep with the GIL.  Waking does not take it back: the
+ * next task decides whether it needs it. */
 static void
 worker_idle_begin(void *arg)
 {
-    ((worker_ctx *)arg)->tstate = PyEval_SaveThread();
-}
-
-static void
-worker_idle_end(void *arg)
-{
-    PyEval_RestoreThread(((worker_ctx *)arg)->tstate);
+    np_worker_drop_gil(arg);
 }
 
 /* The runtime asks for a thread: the GIL is held (we are inside submit). */
@@ -230,6 +256,7 @@ core_work(PyObject *op, PyObject *Py_UNUSED(ignored))
     worker_ctx ctx = {NULL};
     /* Returns once the pool is closed and drained (at once if broken). */
     np_pool_work(c->pool, &ctx);
+    np_worker_hold_gil(&ctx);
     Py_RETURN_NONE;
 }
 
@@ -263,6 +290,8 @@ core_join(np_core *c)
     Py_BEGIN_ALLOW_THREADS
     np_pool_join(c->pool);
     Py_END_ALLOW_THREADS
+    /* What our native tasks left for someone with the GIL to release. */
+    np_reclaim_drain(c->st);
     return 0;
 }
 
@@ -396,6 +425,7 @@ np_core_check_open(np_core *c)
 int
 np_core_submit(np_core *c, np_pytask *task)
 {
+    np_reclaim_drain(c->st);   /* one atomic load when there is nothing */
     if (np_core_check_open(c) < 0) {
         return -1;
     }
@@ -450,6 +480,12 @@ get_core(PyObject *op)
     return c;
 }
 
+np_core *
+np_pool_core(PyObject *pool)
+{
+    return get_core(pool);
+}
+
 /* __init__(max_workers, thread_name_prefix, initializer, initargs): the
  * Python subclass validates and fills in the stdlib defaults first. */
 static int
@@ -502,7 +538,7 @@ pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
     np_pool_hooks hooks = {
         .spawn = spawn_hook,
         .idle_begin = worker_idle_begin,
-        .idle_end = worker_idle_end,
+        .idle_end = NULL,
         .ctx = c,
     };
     c->pool = np_pool_new((size_t)max_workers, &hooks);
@@ -560,6 +596,9 @@ pool_submit(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     PyObject *fn = args[0];
+    if (np_is_native(c->st, fn)) {
+        return np_native_submit(c, fn, args + 1, nargs - 1, kwnames);
+    }
     if (!PyCallable_Check(fn)) {
         PyErr_Format(PyExc_TypeError,
                      "submit() argument 'fn' must be callable, not %.200s",

@@ -89,6 +89,21 @@ np_rlock_lock(np_rlock *l)
     take_ownership(l, me);
 }
 
+/* A worker without the GIL: block plainly.  Whoever holds the lock either
+ * runs without the GIL too, or holds the GIL and can finish (nobody sleeps
+ * on this lock while holding the GIL: see np_rlock_lock). */
+void
+np_rlock_lock_nogil(np_rlock *l)
+{
+    unsigned long me = self_id();
+    if (atomic_load_explicit(&l->owner, memory_order_relaxed) == me) {
+        l->count++;
+        return;
+    }
+    np_mutex_lock(&l->mutex);
+    take_ownership(l, me);
+}
+
 int
 np_rlock_lock_until(np_rlock *l, int64_t deadline_ns)
 {

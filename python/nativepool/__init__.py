@@ -41,10 +41,29 @@ from ._nativepool import (
 )
 
 from . import debug  # noqa: E402  (NATIVEPOOL_CHECK_LOCK_ORDER is read here)
+from . import native  # noqa: E402
 
 __version__ = "0.1.0"
 
 _nativepool._setup(Future, _spawn_thread)
+
+
+def get_include():
+    """The directory of nativepool.h, the C API header for other extensions.
+
+    Build with ``include_dirs=[nativepool.get_include()]``; see the header.
+    """
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(here, "include")
+    if os.path.exists(os.path.join(installed, "nativepool.h")):
+        return installed
+    # An in-place or editable build: the header is still in the source tree.
+    source = os.path.normpath(os.path.join(here, "..", "..", "csrc", "include"))
+    if os.path.exists(os.path.join(source, "nativepool.h")):
+        return source
+    return installed
 
 __all__ = [
     "ALL_COMPLETED",
@@ -75,6 +94,8 @@ __all__ = [
     "ThreadPoolExecutor",
     "TimeoutError",
     "as_completed",
+    "get_include",
+    "native",
     "set_unretrieved_exception_logging",
     "wait",
 ]
