@@ -71,7 +71,7 @@ setup(
             "nativepool._nativepool",
             sources=RUNTIME + KERNELS + MODULE,
             include_dirs=["csrc/runtime", "csrc/kernels", "csrc/module", "csrc/include"],
-            libraries=["z", "ffi"],
+            libraries=["z", "ffi", "dl"],  # dl: dlopen before glibc 2.34
             extra_compile_args=cflags,
             extra_link_args=ldflags,
             depends=[

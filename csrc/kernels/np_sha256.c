@@ -1,12 +1,34 @@
 /*
- * np_sha256.c -- SHA-256 (FIPS 180-4, section 6.2), portable C11, no
- * OpenSSL: the np_k_sha256 kernel, as hashlib.sha256(data).digest().
+ * np_sha256.c -- SHA-256: the np_k_sha256 kernel, as
+ * hashlib.sha256(data).digest().
+ *
+ * Two implementations:
+ *
+ *   - OpenSSL's libcrypto, when it can be loaded at run time (SHA-NI / AVX2
+ *     code, several times faster).  There is no build-time dependency on
+ *     OpenSSL: on first use the library is dlopen()ed (libcrypto.so.3, then
+ *     libcrypto.so.1.1, then libcrypto.so) and its one-shot
+ *         unsigned char *SHA256(const unsigned char *d, size_t n,
+ *                               unsigned char *md);
+ *     is looked up with dlsym.  This happens once per process, under
+ *     pthread_once; the handle is kept in a static and never dlclose()d (the
+ *     function pointer must stay valid, and a live handle is not a leak).
+ *     CPython's own _hashlib links libcrypto, so it is usually loaded already.
+ *
+ *   - A portable C11 implementation (FIPS 180-4, section 6.2), used when no
+ *     libcrypto can be loaded, when its SHA256() reports a failure (NULL),
+ *     or when NATIVEPOOL_PORTABLE_SHA256 is set to a non-empty value other
+ *     than "0" in the environment at the first call (read once; for tests).
  *
  * Lengths are size_t all the way through and the message length in bits is
- * a 64-bit count, so buffers over 4 GiB hash correctly.
+ * a 64-bit count, so buffers over 4 GiB hash correctly (OpenSSL's SHA256()
+ * takes a size_t as well).
  */
 #include "np_kernels.h"
 
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const uint32_t K[64] = {
@@ -85,21 +107,14 @@ sha256_blocks(uint32_t h[8], const unsigned char *p, size_t nblocks)
     }
 }
 
-void
-np_k_sha256(np_kcall *c)
+/* The portable implementation: out = SHA-256 of p[0..len). */
+static void
+sha256_portable(const unsigned char *p, size_t len, unsigned char out[32])
 {
-    c->status = NP_K_OK;
-    c->code = 0;
-    c->msg[0] = '\0';
     uint32_t h[8] = {
         0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
         0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
     };
-    const unsigned char *p = c->arg[0].buf.ptr;
-    size_t len = c->arg[0].buf.len;
-    if (p == NULL) {
-        len = 0;
-    }
     size_t full = len / 64;
     sha256_blocks(h, p, full);
 
@@ -119,7 +134,86 @@ np_k_sha256(np_kcall *c)
     sha256_blocks(h, last, nlast);
 
     for (int i = 0; i < 8; i++) {
-        store_be32(c->digest + 4 * i, h[i]);
+        store_be32(out + 4 * i, h[i]);
+    }
+}
+
+/* ---- OpenSSL's SHA256(), resolved once at run time ------------------------ */
+
+typedef unsigned char *(*openssl_sha256_fn)(const unsigned char *d, size_t n,
+                                            unsigned char *md);
+
+/* Written only by sha256_resolve (under pthread_once, which orders those
+ * writes before every return from pthread_once), read-only afterwards. */
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static openssl_sha256_fn openssl_sha256;   /* NULL: portable */
+static void *libcrypto_handle;             /* kept for the process lifetime */
+static const char *sha256_backend_name = "portable";
+
+static void
+sha256_resolve(void)
+{
+    const char *force = getenv("NATIVEPOOL_PORTABLE_SHA256");
+    if (force != NULL && force[0] != '\0' && strcmp(force, "0") != 0) {
+        return;
+    }
+    static const char *const names[] = {
+        "libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        void *h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        if (h == NULL) {
+            continue;
+        }
+        void *sym = dlsym(h, "SHA256");
+        if (sym == NULL) {
+            /* Nothing from this library was used: let it go. */
+            dlclose(h);
+            continue;
+        }
+        /* ISO C has no object-to-function pointer conversion; POSIX
+         * guarantees the representations agree. */
+        openssl_sha256_fn fn;
+        _Static_assert(sizeof fn == sizeof sym, "function pointer size");
+        memcpy(&fn, &sym, sizeof fn);
+        libcrypto_handle = h;
+        openssl_sha256 = fn;
+        sha256_backend_name = names[i];
+        return;
+    }
+}
+
+/* Which implementation np_k_sha256 uses in this process: "portable", or the
+ * name of the libcrypto it loaded (e.g. "libcrypto.so.3").  Resolves on first
+ * use like the kernel does.  Not in np_kernels.h: for the C tests, which
+ * declare it themselves. */
+const char *np_sha256_backend(void);
+
+const char *
+np_sha256_backend(void)
+{
+    (void)pthread_once(&sha256_once, sha256_resolve);
+    return sha256_backend_name;
+}
+
+void
+np_k_sha256(np_kcall *c)
+{
+    c->status = NP_K_OK;
+    c->code = 0;
+    c->msg[0] = '\0';
+    static const unsigned char empty[1];
+    const unsigned char *p = c->arg[0].buf.ptr;
+    size_t len = c->arg[0].buf.len;
+    if (p == NULL) {
+        p = empty;   /* never hand a NULL buffer to either implementation */
+        len = 0;
+    }
+    (void)pthread_once(&sha256_once, sha256_resolve);
+    if (openssl_sha256 == NULL || openssl_sha256(p, len, c->digest) == NULL) {
+        /* no libcrypto, forced portable, or OpenSSL 3's SHA256() failed
+         * (it returns NULL when e.g. no provider offers SHA-256) */
+        sha256_portable(p, len, c->digest);
     }
     c->digest_len = 32;
 }

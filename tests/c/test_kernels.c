@@ -12,6 +12,7 @@
  * inputs are mostly untouched zero pages, which cost no memory). */
 #include "test.h"
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -607,9 +608,89 @@ TEST(crc32_adler32_over_4gib)
     munmap(m, BIG_LEN);
 }
 
-/* ---- sha256 --------------------------------------------------------------- */
+/* ---- sha256 ---------------------------------------------------------------
+ *
+ * np_k_sha256 has two implementations (see np_sha256.c): OpenSSL's SHA256(),
+ * dlopen()ed from libcrypto on first use, and the portable C fallback, forced
+ * by NATIVEPOOL_PORTABLE_SHA256=1 (read once, at the first call).  Each test
+ * runs in its own forked child, so the choice is made afresh per test: every
+ * check below runs twice, once per path, and sha256_use_path() verifies the
+ * path actually taken. */
 
-TEST(sha256_vectors)
+/* Not in np_kernels.h: "portable" or the libcrypto name np_k_sha256 loaded. */
+const char *np_sha256_backend(void);
+
+static const char *const libcrypto_names[] = {
+    "libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so",
+};
+
+/* 1 if this process can load a libcrypto that has SHA256 (as the kernel
+ * tries it), 0 if not.  Balanced dlopen/dlclose: call it after the kernel
+ * made its choice, so this never unloads anything the kernel uses. */
+static int
+libcrypto_loadable(void)
+{
+    for (size_t i = 0; i < sizeof libcrypto_names / sizeof libcrypto_names[0];
+         i++) {
+        void *h = dlopen(libcrypto_names[i], RTLD_NOW | RTLD_LOCAL);
+        if (h != NULL) {
+            int ok = dlsym(h, "SHA256") != NULL;
+            dlclose(h);
+            if (ok) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* 1 if some libcrypto is mapped in this process (loads nothing). */
+static int
+libcrypto_loaded(void)
+{
+    for (size_t i = 0; i < sizeof libcrypto_names / sizeof libcrypto_names[0];
+         i++) {
+        void *h = dlopen(libcrypto_names[i], RTLD_NOW | RTLD_NOLOAD);
+        if (h != NULL) {
+            dlclose(h);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Before the first sha256 of this (forked) test process: choose the path
+ * through the environment, then check it was taken.  The OpenSSL path must
+ * be taken whenever a libcrypto can be loaded here; without one, the test
+ * runs on the portable path and says so. */
+static void
+sha256_use_path(int portable)
+{
+    if (portable) {
+        ASSERT_EQ(setenv("NATIVEPOOL_PORTABLE_SHA256", "1", 1), 0);
+    }
+    else {
+        ASSERT_EQ(unsetenv("NATIVEPOOL_PORTABLE_SHA256"), 0);
+    }
+    const char *b = np_sha256_backend();
+    TEST_LOG("sha256 backend: %s", b);
+    if (portable) {
+        ASSERT_STREQ(b, "portable");
+        /* forced portable: libcrypto was not even loaded */
+        ASSERT_FALSE(libcrypto_loaded());
+    }
+    else if (strcmp(b, "portable") == 0) {
+        ASSERT_FALSE(libcrypto_loadable());
+        TEST_LOG("no libcrypto here: the OpenSSL path is not tested");
+    }
+    else {
+        ASSERT_TRUE(strncmp(b, "libcrypto.so", 12) == 0);
+        ASSERT_TRUE(libcrypto_loaded());
+    }
+}
+
+static void
+sha256_check_vectors(void)
 {
     static const struct { const char *in; const char *hex; } v[] = {
         {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
@@ -637,7 +718,8 @@ TEST(sha256_vectors)
     ASSERT_EQ(c.digest_len, 32);
 }
 
-TEST(sha256_million_a)
+static void
+sha256_check_million_a(void)
 {
     size_t n = 1000000;
     char *p = malloc(n);
@@ -651,7 +733,8 @@ TEST(sha256_million_a)
 
 /* Lengths around the padding boundaries (55/56/64 mod 64) and multi-block
  * buffers, against hashlib.sha256(gen_random(n, 42)). */
-TEST(sha256_padding_boundaries_and_multi_block)
+static void
+sha256_check_padding_boundaries_and_multi_block(void)
 {
     static const struct { size_t n; const char *hex; } v[] = {
         {1, "c3641f8544d7c02f3580b07c0f9887f0c6a27ff5ab1d4a3e29caf197cfc299ae"},
@@ -682,7 +765,8 @@ TEST(sha256_padding_boundaries_and_multi_block)
     free(p);
 }
 
-TEST(sha256_over_4gib)
+static void
+sha256_check_over_4gib(void)
 {
     if (!big_enabled()) {
         TEST_LOG("needs NP_TEST_BIG=1 (hashes 4 GiB)");
@@ -699,6 +783,131 @@ TEST(sha256_over_4gib)
     /* from Python: hashlib.sha256 over the same contents */
     ASSERT_STREQ(hex,
         "9092575e0cfd585e2ade74698fcb495992fe58ad532aaa804b500507e268bbb9");
+}
+
+/* Each check, on the OpenSSL path (libcrypto, when it can be loaded) and on
+ * the portable path. */
+#define SHA256_BOTH_PATHS(name)                                              \
+    TEST(sha256_##name) {                                                    \
+        sha256_use_path(0);                                                  \
+        RETURN_IF_FAILED();                                                  \
+        sha256_check_##name();                                               \
+    }                                                                        \
+    TEST(sha256_##name##_portable) {                                         \
+        sha256_use_path(1);                                                  \
+        RETURN_IF_FAILED();                                                  \
+        sha256_check_##name();                                               \
+    }
+
+SHA256_BOTH_PATHS(vectors)
+SHA256_BOTH_PATHS(million_a)
+SHA256_BOTH_PATHS(padding_boundaries_and_multi_block)
+SHA256_BOTH_PATHS(over_4gib)
+
+/* The environment switch is read once: changing it after the first call
+ * changes nothing.  "0" and "" mean "not forced". */
+static void
+sha256_check_env_read_once(const char *first, const char *later)
+{
+    ASSERT_EQ(setenv("NATIVEPOOL_PORTABLE_SHA256", first, 1), 0);
+    char hex[65];
+    sha256_hex("abc", 3, hex);
+    const char *b = np_sha256_backend();
+    int forced = strcmp(first, "1") == 0;
+    if (forced) {
+        ASSERT_STREQ(b, "portable");
+    }
+    else {
+        ASSERT_EQ(strcmp(b, "portable") != 0, libcrypto_loadable());
+    }
+    ASSERT_EQ(setenv("NATIVEPOOL_PORTABLE_SHA256", later, 1), 0);
+    ASSERT_STREQ(np_sha256_backend(), b);
+    sha256_hex("abc", 3, hex);
+    ASSERT_STREQ(hex,
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(sha256_env_zero_is_not_forced) { sha256_check_env_read_once("0", "1"); }
+TEST(sha256_env_empty_is_not_forced) { sha256_check_env_read_once("", "1"); }
+TEST(sha256_env_read_once_forced) { sha256_check_env_read_once("1", "0"); }
+
+/* Many threads make the very first call at once: one resolves, all agree
+ * (TSan checks the pthread_once publication), every digest is right. */
+#define SHA256_RACE_THREADS 8
+
+typedef struct sha256_race {
+    pthread_barrier_t start;
+    const unsigned char *data;
+    size_t len;
+    const char *want;
+    const char *backend[SHA256_RACE_THREADS];
+    int index;
+} sha256_race;
+
+typedef struct sha256_race_arg {
+    sha256_race *r;
+    int i;
+} sha256_race_arg;
+
+static void *
+sha256_race_thread(void *p)
+{
+    sha256_race_arg *a = p;
+    sha256_race *r = a->r;
+    pthread_barrier_wait(&r->start);
+    char hex[65];
+    for (int k = 0; k < 20; k++) {
+        sha256_hex(r->data, r->len, hex);
+        EXPECT_STREQ(hex, r->want);
+    }
+    r->backend[a->i] = np_sha256_backend();
+    return NULL;
+}
+
+static void
+sha256_check_first_use_race(void)
+{
+    sha256_race r;
+    memset(&r, 0, sizeof r);
+    unsigned char *p = gen_random(65543, 42);
+    r.data = p;
+    r.len = 65543;
+    r.want = "7d46251e953aa3de70737d01726a64585a0e883fbf26a794bead141bd5f546bc";
+    ASSERT_EQ(pthread_barrier_init(&r.start, NULL, SHA256_RACE_THREADS), 0);
+    pthread_t t[SHA256_RACE_THREADS];
+    sha256_race_arg args[SHA256_RACE_THREADS];
+    for (int i = 0; i < SHA256_RACE_THREADS; i++) {
+        args[i].r = &r;
+        args[i].i = i;
+        ASSERT_EQ(pthread_create(&t[i], NULL, sha256_race_thread, &args[i]),
+                  0);
+    }
+    for (int i = 0; i < SHA256_RACE_THREADS; i++) {
+        pthread_join(t[i], NULL);
+    }
+    pthread_barrier_destroy(&r.start);
+    free(p);
+    for (int i = 1; i < SHA256_RACE_THREADS; i++) {
+        ASSERT_STREQ(r.backend[i], r.backend[0]);
+    }
+    TEST_LOG("sha256 backend: %s", r.backend[0]);
+}
+
+TEST(sha256_first_use_race)
+{
+    ASSERT_EQ(unsetenv("NATIVEPOOL_PORTABLE_SHA256"), 0);
+    sha256_check_first_use_race();
+    RETURN_IF_FAILED();
+    ASSERT_EQ(strcmp(np_sha256_backend(), "portable") != 0,
+              libcrypto_loadable());
+}
+
+TEST(sha256_first_use_race_portable)
+{
+    ASSERT_EQ(setenv("NATIVEPOOL_PORTABLE_SHA256", "1", 1), 0);
+    sha256_check_first_use_race();
+    RETURN_IF_FAILED();
+    ASSERT_STREQ(np_sha256_backend(), "portable");
 }
 
 /* ---- compress / decompress ------------------------------------------------ */
@@ -1285,9 +1494,18 @@ static const test_case TESTS[] = {
     TEST_ENTRY(crc32_adler32_multi_block_vs_chunked_zlib),
     TEST_ENTRY(crc32_adler32_over_4gib),
     TEST_ENTRY(sha256_vectors),
+    TEST_ENTRY(sha256_vectors_portable),
     TEST_ENTRY(sha256_million_a),
+    TEST_ENTRY(sha256_million_a_portable),
     TEST_ENTRY(sha256_padding_boundaries_and_multi_block),
+    TEST_ENTRY(sha256_padding_boundaries_and_multi_block_portable),
     TEST_ENTRY(sha256_over_4gib),
+    TEST_ENTRY(sha256_over_4gib_portable),
+    TEST_ENTRY(sha256_env_zero_is_not_forced),
+    TEST_ENTRY(sha256_env_empty_is_not_forced),
+    TEST_ENTRY(sha256_env_read_once_forced),
+    TEST_ENTRY(sha256_first_use_race),
+    TEST_ENTRY(sha256_first_use_race_portable),
     TEST_ENTRY(compress_known_outputs),
     TEST_ENTRY(compress_matches_cpython_and_round_trips),
     TEST_ENTRY(compress_round_trip_levels_and_wbits),
