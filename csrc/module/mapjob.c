@@ -337,8 +337,52 @@ typedef struct {
     int64_t deadline;
     Py_ssize_t buffersize;      /* 0: eager */
     uint64_t consumed;
+    int64_t last_ns;            /* when the last result was returned */
+    int64_t interval_ns;        /* average time between results, or 0 */
     int busy;
 } map_iter;
+
+/*
+ * Batched wake-ups.  Waking a sleeping consumer costs both sides a few
+ * microseconds (more on a VM, where the wake is an inter-processor
+ * interrupt), and on a machine with as many workers as cores the woken
+ * consumer also pushes a worker off its core.  When results come faster
+ * than BATCH_FAST_NS apart (tiny native tasks), one wake per result would
+ * eat a large part of the machine, so the consumer instead asks to be woken
+ * by the completion of a later slot: enough of them to cover
+ * BATCH_LATENCY_NS at the current pace, and never sleeps longer than that.
+ * A result can thus reach the caller up to BATCH_LATENCY_NS after it is
+ * ready; slower maps (I/O, heavy calls) keep waking on the exact slot.
+ */
+#define BATCH_FAST_NS 50000
+#define BATCH_LATENCY_NS 1000000
+#define BATCH_MAX_SLOTS 1024
+
+/* Which slot's completion should wake a consumer that needs slot i, and
+ * until when to sleep at most. */
+static uint64_t
+wake_target(map_iter *it, uint64_t i, int64_t *deadline)
+{
+    map_job *job = it->job;
+    *deadline = it->deadline;
+    if (it->interval_ns <= 0 || it->interval_ns >= BATCH_FAST_NS) {
+        return i;
+    }
+    uint64_t ahead = atomic_load_explicit(&job->published, memory_order_relaxed) - 1 - i;
+    uint64_t k = BATCH_LATENCY_NS / (uint64_t)it->interval_ns;
+    k = k < ahead ? k : ahead;
+    k = k < BATCH_MAX_SLOTS ? k : BATCH_MAX_SLOTS;
+    /* Slots finish out of order: if that one is already done, nobody
+     * will wake us for it; wait for i itself. */
+    if (k == 0 || atomic_load(&slot_at(job, i + k)->state) >= SLOT_OK) {
+        return i;
+    }
+    int64_t d = np_monotonic_ns() + BATCH_LATENCY_NS;
+    if (d < *deadline) {
+        *deadline = d;
+    }
+    return i + k;
+}
 
 /* Next zipped input: a new reference, or NULL with or without an error. */
 static PyObject *
@@ -458,21 +502,34 @@ iter_next(PyObject *op)
     map_slot *slot = slot_at(job, i);
     uint32_t s;
     while ((s = atomic_load(&slot->state)) < SLOT_OK) {
-        atomic_store(&job->waiting_for, i + 1);
+        int64_t deadline;
+        uint64_t target = wake_target(it, i, &deadline);
+        atomic_store(&job->waiting_for, target + 1);
         uint32_t ev = atomic_load(&job->event);
-        if ((s = atomic_load(&slot->state)) >= SLOT_OK) {
-            break;
+        /* Re-check after announcing (pairs with complete_slot): a slot
+         * done before the announcement will wake nobody. */
+        if ((s = atomic_load(&slot->state)) >= SLOT_OK ||
+            atomic_load(&slot_at(job, target)->state) >= SLOT_OK) {
+            atomic_store(&job->waiting_for, 0);
+            continue;
         }
-        int r = np_wait_word(&job->event, ev, it->deadline);
+        int r = np_wait_word(&job->event, ev, deadline);
         atomic_store(&job->waiting_for, 0);
         if (r < 0) {
             goto fail;     /* Ctrl-C: the stdlib generator stops too */
         }
-        if (r == 0 && atomic_load(&slot->state) < SLOT_OK) {
+        if (r == 0 && atomic_load(&slot->state) < SLOT_OK &&
+            np_monotonic_ns() >= it->deadline) {
             PyErr_SetNone(st->TimeoutError);
             goto fail;
         }
     }
+    int64_t now = np_monotonic_ns();
+    if (it->last_ns != 0) {
+        int64_t d = now - it->last_ns;
+        it->interval_ns = it->interval_ns ? (it->interval_ns * 7 + d) / 8 : d;
+    }
+    it->last_ns = now;
     value = slot->value;
     slot->value = NULL;
     if (slot->call != NULL) {
@@ -743,6 +800,8 @@ np_map(PyObject *pool, np_core *core, PyObject *const *args, Py_ssize_t nargs,
     it->deadline = deadline;
     it->buffersize = buffersize;
     it->consumed = 0;
+    it->last_ns = 0;
+    it->interval_ns = 0;
     it->busy = 0;
     PyObject_GC_Track((PyObject *)it);
 

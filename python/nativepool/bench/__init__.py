@@ -17,8 +17,8 @@ is 0 unless ``--check`` is given, then 1 if a target fails.
 
 Layout, for whoever adds a section (native tasks, process pools...): the
 harness is ``harness.py``; each family of sections is a module here
-(``pool.py``: a, b, c; ``sync.py``: sync) imported below, which registers
-its sections when imported.
+(``pool.py``: a, b, c; ``sync.py``: sync; ``native.py``: native) imported
+below, which registers its sections when imported.
 
 * workload functions (``bench_submit_result``, ``bench_map``,
   ``bench_sleep_tasks``, ``serial_calls``, ...) take an executor factory and
@@ -31,7 +31,8 @@ its sections when imported.
 
 Sections: (a) submit + result, (b) map, (c) I/O-bound sleeps, and sync
 (nativepool's synchronization objects and queues against threading's and
-queue's).  sync is a list of pairs: each row names its own
+queue's), and native (native tasks, ``nativepool.native``, on 2 workers
+against the serial loop).  sync is a list of pairs: each row names its own
 baseline row, size and unit, and a class nativepool does not have yet is
 "n/a (not implemented)" with its target N/A (not a FAIL for ``--check``).
 
@@ -49,7 +50,7 @@ from .harness import (  # noqa: F401  (the API of the harness)
     main,
     register_section,
 )
-from . import pool, sync  # noqa: F401,E402  (each registers its sections)
+from . import pool, sync, native  # noqa: F401,E402  (each registers its sections)
 
 __all__ = ["SECTIONS", "Row", "Section", "Target", "machine_info", "main",
            "register_section"]
