@@ -96,26 +96,16 @@ np_future_materialize(np_future *f)
         NPF_STATE(atomic_load_explicit(&f->state, memory_order_acquire)) ==
             NPF_FINISHED &&
         f->result == NULL && f->exception == NULL) {
+        /* Once: whatever the conversion gives (even a MemoryError for a
+         * result too big to convert, or the exception of a C API result
+         * function) is the future's outcome from now on. */
         np_ncall *c = f->ncall;
-        PyObject *res = np_ncall_outcome(c);
-        if (res != NULL) {
-            f->result = res;
-        }
-        else {
+        f->result = np_ncall_outcome(c);
+        if (f->result == NULL) {
             f->exception = np_fetch_exception();
-            if (PyErr_GivenExceptionMatches(f->exception, PyExc_MemoryError) &&
-                !np_ncall_failed(c)) {
-                /* No memory to convert a successful result: report it to the
-                 * caller without storing it, and keep the call to retry. */
-                np_raise_exception(f->exception);
-                Py_CLEAR(f->exception);
-                r = -1;
-            }
         }
-        if (r == 0) {
-            f->ncall = NULL;
-            np_ncall_free(c);
-        }
+        f->ncall = NULL;
+        np_ncall_free(c);
     }
     np_rlock_unlock(&f->lock);
     return r;

@@ -543,15 +543,6 @@ static PyMemberDef nativefn_members[] = {
 };
 
 static PyType_Slot nativefn_slots[] = {
-    {Py_tp_doc,
-     "NativeFunction(address, restype, argtypes, *, name=None, keepalive=None)\n"
-     "--\n\n"
-     "A C function with a declared signature. Calling it runs it in this\n"
-     "thread with the GIL released; ThreadPool.submit/map run it on a worker\n"
-     "that never takes the GIL. Types are names: int8..int64, uint8..uint64,\n"
-     "float, double, buffer (a read-only bytes-like object, passed as a\n"
-     "pointer), wbuffer (a writable one), and void as restype.\n"
-     "nativepool.native.wrap() builds one from ctypes, cffi or numba."},
     {Py_tp_new, nativefn_new},
     {Py_tp_call, PyVectorcall_Call},
     {Py_tp_repr, nativefn_repr},
@@ -576,42 +567,42 @@ static PyType_Spec nativefn_spec = {
 
 static const np_builtin BUILTINS[] = {
     {"sleep",
-     "sleep(seconds, /)\n--\n\n"
+     "sleep(seconds, /)\n\n"
      "Sleep for the given number of seconds (an int or float), as\n"
      "time.sleep, with no GIL held.",
      np_k_sleep, R_NONE, 1, 1, {{"seconds", P_SECONDS, NP_T_F64, 0, 0}}},
     {"sum_squares",
-     "sum_squares(n, /)\n--\n\n"
+     "sum_squares(n, /)\n\n"
      "Return sum(i*i for i in range(n)), exactly, computed by a real C\n"
      "loop (the CPU-bound stand-in). n <= 0 gives 0; n above about 1.0e13\n"
      "(where the sum stops fitting 128 bits) raises OverflowError.",
      np_k_sum_squares, R_U128, 1, 1, {{"n", P_SUMSQ, NP_T_I64, 0, 0}}},
     {"crc32",
-     "crc32(data, value=0, /)\n--\n\nAs zlib.crc32.",
+     "crc32(data, value=0, /)\n\nAs zlib.crc32.",
      np_k_crc32, R_UINT, 2, 2,
      {{"data", P_BUF, 0, 0, 0}, {"value", P_U32_MASK, 0, DEF(0)}}},
     {"adler32",
-     "adler32(data, value=1, /)\n--\n\nAs zlib.adler32.",
+     "adler32(data, value=1, /)\n\nAs zlib.adler32.",
      np_k_adler32, R_UINT, 2, 2,
      {{"data", P_BUF, 0, 0, 0}, {"value", P_U32_MASK, 0, DEF(1)}}},
     {"compress",
-     "compress(data, /, level=-1, wbits=15)\n--\n\n"
+     "compress(data, /, level=-1, wbits=15)\n\n"
      "As zlib.compress: the same bytes, the same errors.",
      np_k_compress, R_BYTES, 1, 3,
      {{"data", P_BUF, 0, 0, 0}, {"level", P_CINT, 0, DEF(-1)},
       {"wbits", P_CINT, 0, DEF(15)}}},
     {"decompress",
-     "decompress(data, /, wbits=15, bufsize=16384)\n--\n\n"
+     "decompress(data, /, wbits=15, bufsize=16384)\n\n"
      "As zlib.decompress: the same bytes, the same errors.",
      np_k_decompress, R_BYTES, 1, 3,
      {{"data", P_BUF, 0, 0, 0}, {"wbits", P_CINT, 0, DEF(15)},
       {"bufsize", P_BUFSIZE, 0, DEF(16384)}}},
     {"read_file",
-     "read_file(path, /)\n--\n\n"
+     "read_file(path, /)\n\n"
      "Return the whole file's contents, as open(path, 'rb').read().",
      np_k_read_file, R_BYTES, 1, 1, {{"path", P_PATH, 0, 0, 0}}},
     {"read_into",
-     "read_into(path, buffer, /, offset=0)\n--\n\n"
+     "read_into(path, buffer, /, offset=0)\n\n"
      "Read from the file at path, starting at offset, into the writable\n"
      "buffer until it is full or the file ends; return the number of bytes\n"
      "read (as f.seek(offset); f.readinto(buffer) on a regular file).",
@@ -619,7 +610,7 @@ static const np_builtin BUILTINS[] = {
      {{"path", P_PATH, 0, 0, 0}, {"buffer", P_WBUF, 0, 0, 0},
       {"offset", P_OFFSET, 0, DEF(0)}}},
     {"sha256",
-     "sha256(data, /)\n--\n\n"
+     "sha256(data, /)\n\n"
      "Return the SHA-256 digest of data, as hashlib.sha256(data).digest().",
      np_k_sha256, R_DIGEST, 1, 1, {{"data", P_BUF, 0, 0, 0}}},
 };

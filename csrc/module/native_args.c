@@ -158,9 +158,11 @@ pin_buffer(np_nativefn *fn, int i, PyObject *o, int writable, Py_buffer *view)
     if (writable && PyObject_GetBuffer(o, &probe, PyBUF_SIMPLE) == 0) {
         PyBuffer_Release(&probe);
         Py_XDECREF(why);
-        return arg_type_error(fn, i, "a writable bytes-like object (bytearray, "
-                              "memoryview, array, numpy array): this one is "
-                              "read-only;", o);
+        PyErr_Format(PyExc_TypeError, "%U() argument %d ('%s') must be a "
+                     "writable bytes-like object (bytearray, memoryview, array, "
+                     "numpy array), not a read-only %.100s", fn->name, i + 1,
+                     fn_params(fn)[i].name, Py_TYPE(o)->tp_name);
+        return -1;
     }
     PyErr_Clear();
     PyErr_Format(PyExc_TypeError, "%U() argument %d ('%s') must be a contiguous "
@@ -222,8 +224,11 @@ convert_arg(np_nativefn *fn, int i, PyObject *o, np_ncall *c)
         out->buf.ptr = view->buf;   /* bytes are NUL-terminated */
         out->buf.len = (size_t)view->len;
         if (c->filename == NULL) {
-            Py_INCREF(o);
-            c->filename = o;
+            /* As open() reports it: the str or bytes os.fspath() gives. */
+            c->filename = PyOS_FSPath(o);
+            if (c->filename == NULL) {
+                return -1;
+            }
         }
         return 0;
     }

@@ -276,7 +276,9 @@ int np_future_wait(np_future *f, int64_t deadline_ns);
 int np_future_set_running_nogil(np_state *st, np_future *f, void *worker);
 void np_future_finish_native(np_state *st, np_future *f, void *worker);
 /* With the GIL: turn a finished native call's C outcome into result or
- * exception and free the call.  0, or -1 with an exception (no memory). */
+ * exception and free the call, once.  Returns 0: a conversion that fails
+ * (no memory for a huge result, a C API result function that raises)
+ * becomes the future's exception.  (-1 is reserved for callers' checks.) */
 int np_future_materialize(np_future *f);
 /* The lock without touching the GIL (a worker that does not hold it). */
 void np_rlock_lock_nogil(np_rlock *l);

@@ -120,8 +120,10 @@ def _cffi_name(ffi, ct, what):
     if kind == "void":
         return "void"
     if kind == "pointer":
-        # const T * is read-only; T * may be written by the callee.
-        return "buffer" if "const" in ct.cname else "wbuffer"
+        # cffi's types do not keep `const` (ffi.typeof("const char *") is
+        # 'char *'), so a pointer may be written through: a writable buffer.
+        # Pass argtypes=[..., "buffer", ...] for a read-only one.
+        return "wbuffer"
     if kind == "primitive":
         if ct.cname in ("float", "double"):
             return ct.cname
@@ -164,7 +166,7 @@ def _name_of(func):
     return getattr(func, "__name__", None) or repr(func)
 
 
-def wrap(func, restype=None, argtypes=None, *, name=None, ffi=None):
+def wrap(func, restype=None, argtypes=None, *, name=None, ffi=None, keepalive=None):
     """Return a NativeFunction for a C function.
 
     func is one of:
@@ -180,21 +182,28 @@ def wrap(func, restype=None, argtypes=None, *, name=None, ffi=None):
     or names: int8, int16, int32, int64, uint8, uint16, uint32, uint64,
     float, double, buffer (read-only memory: bytes & co. pass as a
     pointer), wbuffer (memory the function writes: bytearray, writable
-    memoryview, numpy array), void (restype only). A non-const pointer
-    (ctypes POINTER(T), c_void_p; cffi ``T *``) is wbuffer; c_char_p and
-    cffi ``const T *`` are buffer.
+    memoryview, numpy array), void (restype only). ctypes POINTER(T) and
+    c_void_p, and every cffi pointer (cffi's types forget ``const``), are
+    wbuffer; c_char_p is buffer. Pass argtypes to declare a pointer
+    read-only.
+
+    The NativeFunction keeps func alive, and ffi and keepalive if given.
+    Keep whatever owns the code loaded for as long as you use it: a cffi
+    ``ffi.dlopen`` library closes when its lib and ffi objects are
+    collected, and then calling into it crashes, as it would in cffi.
 
     Raises TypeError for a signature that cannot be called safely (pointer
     results, variadic functions, structs, more than 16 arguments).
     """
-    keepalive = func
+    extra = tuple(x for x in (ffi, keepalive) if x is not None)
+    keepalive = (func,) + extra
     if isinstance(func, bool):
         raise TypeError("func must be a C function or an address, not bool")
     if isinstance(func, int):
         if restype is None or argtypes is None:
             raise TypeError("wrapping a raw address needs restype and argtypes")
         address = func
-        keepalive = None
+        keepalive = extra or None
     elif hasattr(func, "address") and hasattr(func, "ctypes") and hasattr(func, "_sig"):
         # numba.cfunc: its ctypes view carries the C signature.
         address, rt, at = _from_ctypes(func.ctypes, None, None)
