@@ -575,22 +575,18 @@ def test_submit_task_raising_stopiteration(pool):
 
 
 # ---- batched wake-ups (mapjob.c: wake_target) -------------------------------
-# Once results come fast, the consumer asks to be woken by a later slot.  It
-# must still get every result, in order, promptly after a slow one, and never
-# spin while it waits.
-
-def _fast_then_slow(x):
-    if x == 3000:
-        time.sleep(0.3)
-    return x
-
+# Once a native map's results come fast, the consumer asks to be woken by a
+# later slot.  It must still get every result, in order, promptly after a
+# slow one, and never spin while it waits.  native.sleep(0) is a ~1 us task.
 
 @pytest.mark.nativepool_only
 def test_map_fast_results_then_a_slow_one(make_pool):
+    from nativepool import native
     pool = make_pool(2)
+    secs = [0.0] * 6000
+    secs[3000] = 0.3
     t0 = time.monotonic()
-    out = list(pool.map(_fast_then_slow, range(6000)))
-    assert out == list(range(6000))
+    assert list(pool.map(native.sleep, secs)) == [None] * 6000
     assert time.monotonic() - t0 < HANG_TIMEOUT
 
 
@@ -598,35 +594,27 @@ def test_map_fast_results_then_a_slow_one(make_pool):
 def test_map_batched_wait_does_not_spin(make_pool):
     # While the consumer waits 0.5 s for a slow item that follows thousands
     # of fast ones, it sleeps: the process uses far less CPU than wall time.
+    from nativepool import native
     pool = make_pool(2)
-    gate = threading.Event()
-
-    def item(x):
-        if x == 5000:
-            gate.wait(0.5)
-        return x
-
-    it = pool.map(item, range(5001))
+    secs = [0.0] * 5001
+    secs[5000] = 0.5
+    it = pool.map(native.sleep, secs)
     for _ in range(4000):
         next(it)
     c0 = time.process_time()
     rest = list(it)
     cpu = time.process_time() - c0
-    assert rest == list(range(4000, 5001))
+    assert rest == [None] * 1001
     assert cpu < 0.25, f"consumer used {cpu:.3f} s of CPU waiting 0.5 s"
 
 
 @pytest.mark.nativepool_only
 def test_map_batched_slots_complete_out_of_order(make_pool):
-    # Item 0 is slow, the rest fast: later slots finish first; the consumer
-    # must not wait for a slot that is already done.
+    # Every 1000th item is slow, the rest fast: later slots finish first; the
+    # consumer must not wait for a slot that is already done.
+    from nativepool import native
     pool = make_pool(4)
-    release = threading.Event()
-
-    def item(x):
-        if x % 1000 == 0:
-            release.wait(0.05)
-        return x * 2
-
+    ns = [10 ** 7 if i % 1000 == 0 else i for i in range(5000)]
+    want = [n * (n - 1) * (2 * n - 1) // 6 for n in ns]
     for _ in range(3):
-        assert list(pool.map(item, range(5000))) == [x * 2 for x in range(5000)]
+        assert list(pool.map(native.sum_squares, ns)) == want

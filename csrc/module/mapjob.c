@@ -337,13 +337,14 @@ typedef struct {
     int64_t deadline;
     Py_ssize_t buffersize;      /* 0: eager */
     uint64_t consumed;
-    int64_t last_ns;            /* when the last result was returned */
+    int64_t mark_ns;            /* when the consumer last had to wait */
+    uint64_t mark_consumed;     /* results returned by then */
     int64_t interval_ns;        /* average time between results, or 0 */
     int busy;
 } map_iter;
 
 /*
- * Batched wake-ups.  Waking a sleeping consumer costs both sides a few
+ * Batched wake-ups (native maps).  Waking a sleeping consumer costs both sides a few
  * microseconds (more on a VM, where the wake is an inter-processor
  * interrupt), and on a machine with as many workers as cores the woken
  * consumer also pushes a worker off its core.  When results come faster
@@ -365,6 +366,21 @@ wake_target(map_iter *it, uint64_t i, int64_t *deadline)
 {
     map_job *job = it->job;
     *deadline = it->deadline;
+    /* Native jobs only: Python runners hold the GIL the consumer needs, and
+     * there the exact wake-up measured better. */
+    if (!job->native) {
+        return i;
+    }
+    /* The pace: results returned per wall time between two waits (a clock
+     * read per wait, not per result). */
+    int64_t now = np_monotonic_ns();
+    uint64_t n = i - it->mark_consumed;
+    if (it->mark_ns != 0 && n > 0) {
+        int64_t d = (now - it->mark_ns) / (int64_t)n;
+        it->interval_ns = it->interval_ns ? (it->interval_ns * 3 + d) / 4 : d;
+    }
+    it->mark_ns = now;
+    it->mark_consumed = i;
     if (it->interval_ns <= 0 || it->interval_ns >= BATCH_FAST_NS) {
         return i;
     }
@@ -377,7 +393,7 @@ wake_target(map_iter *it, uint64_t i, int64_t *deadline)
     if (k == 0 || atomic_load(&slot_at(job, i + k)->state) >= SLOT_OK) {
         return i;
     }
-    int64_t d = np_monotonic_ns() + BATCH_LATENCY_NS;
+    int64_t d = now + BATCH_LATENCY_NS;
     if (d < *deadline) {
         *deadline = d;
     }
@@ -524,12 +540,6 @@ iter_next(PyObject *op)
             goto fail;
         }
     }
-    int64_t now = np_monotonic_ns();
-    if (it->last_ns != 0) {
-        int64_t d = now - it->last_ns;
-        it->interval_ns = it->interval_ns ? (it->interval_ns * 7 + d) / 8 : d;
-    }
-    it->last_ns = now;
     value = slot->value;
     slot->value = NULL;
     if (slot->call != NULL) {
@@ -733,7 +743,7 @@ read_all(map_job *job, PyObject *iters)
     }
 }
 
-/* Eager mode over a list or tuple (a snapshot: items is a tuple): its size
+/* Eager native map over a list or tuple (a snapshot: items is a tuple): its size
  * is known, so the slots are allocated once and published as they are
  * filled, and runners start on the first items while the rest are still
  * being converted (for a native map, converting 20,000 inputs is a few ms
@@ -839,7 +849,8 @@ np_map(PyObject *pool, np_core *core, PyObject *const *args, Py_ssize_t nargs,
     it->deadline = deadline;
     it->buffersize = buffersize;
     it->consumed = 0;
-    it->last_ns = 0;
+    it->mark_ns = 0;
+    it->mark_consumed = 0;
     it->interval_ns = 0;
     it->busy = 0;
     PyObject_GC_Track((PyObject *)it);
@@ -848,7 +859,7 @@ np_map(PyObject *pool, np_core *core, PyObject *const *args, Py_ssize_t nargs,
         Py_DECREF(iters);
         return (PyObject *)it;
     }
-    if (buffersize == 0 && niter == 1 &&
+    if (buffersize == 0 && niter == 1 && job->native &&
         (PyList_CheckExact(args[1]) || PyTuple_CheckExact(args[1]))) {
         PyObject *items = PySequence_Tuple(args[1]);
         Py_DECREF(iters);
