@@ -54,9 +54,9 @@ def pool():
         p.shutdown(wait=True, cancel_futures=True)
 
 
-@pytest.fixture
-def make_pool():
-    """Factory for pools; every pool made is shut down at teardown."""
+def _pools(wait):
+    """A pool factory whose pools are shut down (cancel_futures=True) when
+    the generator is closed."""
     made = []
 
     def factory(*args, **kwargs):
@@ -68,7 +68,21 @@ def make_pool():
         yield factory
     finally:
         for p in made:
-            p.shutdown(wait=True, cancel_futures=True)
+            p.shutdown(wait=wait, cancel_futures=True)
+
+
+@pytest.fixture
+def make_pool():
+    """Factory for pools; every pool made is shut down at teardown."""
+    yield from _pools(wait=True)
+
+
+@pytest.fixture
+def quick_pool():
+    """Factory for pools shut down without waiting at teardown: tests that
+    leave a long native sleep running do not wait for it (it ends by
+    itself, without the GIL)."""
+    yield from _pools(wait=False)
 
 
 class Gate:

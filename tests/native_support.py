@@ -33,6 +33,34 @@ def drain(pool):
     gc.collect()
 
 
+
+# ---- shared by the test files -----------------------------------------------
+
+DATA = b"".join(b"record %d %d\n" % (i, i * 7919 % 1013) for i in range(3000))
+
+
+@pytest.fixture
+def datafile(tmp_path):
+    """A file holding DATA."""
+    p = tmp_path / "data.bin"
+    p.write_bytes(DATA)
+    return p
+
+
+@pytest.fixture
+def pool1(make_pool):
+    """A one-worker pool (for queueing behind a native sleep)."""
+    return make_pool(max_workers=1)
+
+
+def outcome(fn, *args, **kwargs):
+    """('ok', value) or (exception class, str(exception))."""
+    try:
+        return ("ok", fn(*args, **kwargs))
+    except Exception as exc:  # noqa: BLE001
+        return (type(exc), str(exc))
+
+
 def compiler():
     return shutil.which("gcc")
 

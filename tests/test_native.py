@@ -21,7 +21,7 @@ import zlib
 import pytest
 
 from conftest import np, HANG_TIMEOUT
-from native_support import get_native, sum_squares_formula
+from native_support import get_native, sum_squares_formula, outcome
 
 native = get_native()
 
@@ -39,14 +39,6 @@ DATA = RANDOM + TEXT + RANDOM[:777]          # mixed: ~25 KB, half compressible
 # sum(i*i for i in range(n)) must fit 128 bits: NP_SUM_SQUARES_MAX in
 # csrc/kernels/np_kernels.c (checked against the closed formula below).
 SUM_SQUARES_MAX = 10069012961345
-
-
-def outcome(fn, *args, **kwargs):
-    """('ok', value) or (exception class, str(exception))."""
-    try:
-        return ("ok", fn(*args, **kwargs))
-    except Exception as exc:  # noqa: BLE001
-        return (type(exc), str(exc))
 
 
 def assert_same_outcome(native_call, std_call):

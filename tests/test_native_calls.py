@@ -19,7 +19,7 @@ import zlib
 import pytest
 
 from conftest import popen_script, HANG_TIMEOUT
-from native_support import get_native, sum_squares_formula
+from native_support import get_native, sum_squares_formula, outcome
 
 native = get_native()
 
@@ -31,14 +31,6 @@ SUM_SQUARES_MAX = 10069012961345
 DATA = b"".join(b"line %d: the quick brown fox %d\n" % (i, i * i % 97)
                 for i in range(600))
 COMP = zlib.compress(DATA)
-
-
-def outcome(fn, *args, **kwargs):
-    """('ok', value) or (exception class, str(exception))."""
-    try:
-        return ("ok", fn(*args, **kwargs))
-    except Exception as exc:  # noqa: BLE001
-        return (type(exc), str(exc))
 
 
 def assert_same_outcome(native_call, std_call):

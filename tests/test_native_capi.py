@@ -251,21 +251,6 @@ def pool1_factory(make_pool):
     return lambda: make_pool(max_workers=1)
 
 
-@pytest.fixture
-def quick_pool():
-    made = []
-
-    def factory(n):
-        p = np.ThreadPool(n)
-        made.append(p)
-        return p
-
-    try:
-        yield factory
-    finally:
-        for p in made:
-            p.shutdown(wait=False, cancel_futures=True)
-
 
 def test_cancelled_queued_task_cleaned_up(ext, pool1_factory, tag):
     p = pool1_factory()

@@ -18,27 +18,12 @@ import zlib
 import pytest
 
 from conftest import np, run_script, wait_until, check_no_leak, HANG_TIMEOUT
-from native_support import drain, get_native, sum_squares_formula
+from native_support import (  # datafile, pool1: fixtures
+    DATA, datafile, drain, get_native, pool1, sum_squares_formula)
 
 native = get_native()
 
 pytestmark = pytest.mark.nativepool_only
-
-DATA = b"".join(b"record %d %d\n" % (i, i * 7919 % 1013) for i in range(3000))
-
-
-@pytest.fixture
-def datafile(tmp_path):
-    p = tmp_path / "data.bin"
-    p.write_bytes(DATA)
-    return p
-
-
-@pytest.fixture
-def pool1(make_pool):
-    """A one-worker pool (for queueing behind a native sleep)."""
-    return make_pool(max_workers=1)
-
 
 # --------------------------------------------------------------------------
 # buffers are pinned for the life of the task
