@@ -5,7 +5,9 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import sysconfig
+import zlib
 
 import pytest
 
@@ -51,6 +53,21 @@ def datafile(tmp_path):
 def pool1(make_pool):
     """A one-worker pool (for queueing behind a native sleep)."""
     return make_pool(max_workers=1)
+
+
+# zlib.compress takes wbits from 3.11 (ours does on every Python).
+ZLIB_WBITS = sys.version_info >= (3, 11)
+
+
+def zcompress(data, level=-1, wbits=15):
+    """zlib.compress(data, level, wbits) on every Python (compressobj gives
+    zlib.compress's bytes at level != 0 before 3.11)."""
+    if ZLIB_WBITS:
+        return zlib.compress(data, level, wbits)
+    if wbits == 15:
+        return zlib.compress(data, level)
+    c = zlib.compressobj(level, zlib.DEFLATED, wbits)
+    return c.compress(data) + c.flush()
 
 
 def outcome(fn, *args, **kwargs):

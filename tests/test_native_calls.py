@@ -90,6 +90,8 @@ def test_sleep_number_types_like_time_sleep():
     except ImportError:
         pass
     for v in values:
+        if sys.version_info < (3, 10) and not isinstance(v, (int, float)):
+            continue   # 3.9 still took these through the deprecated __int__
         got, want = outcome(native.sleep, v), outcome(time.sleep, v)
         assert got[0] == want[0], (v, got, want)
 
