@@ -28,6 +28,8 @@ RUNTIME = [
     "csrc/runtime/np_sync.c",
     "csrc/runtime/np_pool.c",
     "csrc/runtime/np_sem.c",
+    "csrc/runtime/np_chan.c",
+    "csrc/runtime/np_chan_setup.c",
 ]
 # Kernels: plain C, one file per family; every file there is built.
 KERNELS = sorted(glob.glob("csrc/kernels/*.c"))
@@ -49,6 +51,7 @@ MODULE = [
     "csrc/module/native.c",
     "csrc/module/native_args.c",
     "csrc/module/native_task.c",
+    "csrc/module/channel.c",
 ]
 
 cflags = ["-std=c11", "-Wall", "-Wextra", "-pthread", "-fno-strict-aliasing"]
@@ -78,6 +81,8 @@ setup(
                 "csrc/runtime/np_sync.h",
                 "csrc/runtime/np_pool.h",
                 "csrc/runtime/np_sem.h",
+                "csrc/runtime/np_chan.h",
+                "csrc/runtime/np_chan_impl.h",
                 "csrc/module/np_module.h",
                 "csrc/module/npqueue.h",
                 "csrc/module/np_native.h",

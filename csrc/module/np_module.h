@@ -39,6 +39,7 @@ typedef struct np_state {
     PyTypeObject *queue_type, *lifoqueue_type;             /* queue.c */
     PyTypeObject *priorityqueue_type, *simplequeue_type;
     PyTypeObject *nativefn_type;                           /* native.c */
+    PyTypeObject *channel_type;                            /* channel.c */
     PyObject *Empty, *Full, *ShutDown;   /* queue.Empty, queue.Full, queue.ShutDown
                                             (ours on Pythons before 3.13) */
     PyObject *BrokenBarrierError;        /* threading.BrokenBarrierError */
@@ -357,6 +358,7 @@ int np_atomicint_type_init(PyObject *module, np_state *st);
 int np_condition_types_init(PyObject *module, np_state *st);   /* Condition */
 int np_barrier_type_init(PyObject *module, np_state *st);      /* Barrier */
 int np_queue_types_init(PyObject *module, np_state *st);       /* the Queue family */
+int np_channel_type_init(PyObject *module, np_state *st);      /* _Channel */
 
 /* ---- the pool ---------------------------------------------------------- */
 
