@@ -248,10 +248,10 @@ test_gettid(void)
     return (pid_t)syscall(SYS_gettid);
 }
 
-/* 1 if thread `tid` of this process is blocked in the futex system call,
- * 0 if not, -1 if /proc cannot tell. */
+/* 1 if thread `tid` of this process is blocked in system call sysno, 0 if
+ * not, -1 if /proc cannot tell. */
 static inline int
-test_thread_in_futex(pid_t tid)
+test_thread_in_syscall(pid_t tid, long sysno)
 {
     char path[64], buf[128];
     snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
@@ -266,18 +266,25 @@ test_thread_in_futex(pid_t tid)
         return -1;
     }
     /* "running" instead of a number: not in a system call */
-    return nr == SYS_futex;
+    return nr == sysno;
 }
 
-/* Wait (up to secs) until thread tid sleeps in a futex wait.  Returns 1 when
- * it does; if /proc cannot tell, sleeps 100 ms and returns 1 (best effort). */
 static inline int
-test_wait_in_futex(pid_t tid, double secs)
+test_thread_in_futex(pid_t tid)
+{
+    return test_thread_in_syscall(tid, SYS_futex);
+}
+
+/* Wait (up to secs) until thread tid sleeps in system call sysno (SYS_futex,
+ * SYS_ppoll...).  Returns 1 when it does; if /proc cannot tell, sleeps
+ * 100 ms and returns 1 (best effort). */
+static inline int
+test_wait_in_syscall(pid_t tid, long sysno, double secs)
 {
     int64_t deadline = test_now_ns() + (int64_t)(secs * 1e9);
     int stable = 0;
     for (;;) {
-        int r = test_thread_in_futex(tid);
+        int r = test_thread_in_syscall(tid, sysno);
         if (r < 0) {
             test_sleep_ms(100);
             return 1;
@@ -293,6 +300,12 @@ test_wait_in_futex(pid_t tid, double secs)
         }
         test_sleep_ms(1);
     }
+}
+
+static inline int
+test_wait_in_futex(pid_t tid, double secs)
+{
+    return test_wait_in_syscall(tid, SYS_futex, secs);
 }
 
 /* ---- the runner ---------------------------------------------------------- */

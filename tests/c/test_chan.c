@@ -225,46 +225,11 @@ reap(pid_t pid, double secs)
         EXPECT_EQ(st_ != -1 && WIFEXITED(st_) ? WEXITSTATUS(st_) : -1, 0); \
     } while (0)
 
-/* 1 if thread tid of this process sleeps in ppoll (what a channel wait
- * sleeps in); -1 if /proc cannot tell. */
-static int
-thread_in_ppoll(pid_t tid)
-{
-    char path[64], buf[128];
-    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return -1;
-    }
-    long nr = -2;
-    int ok = fgets(buf, sizeof buf, f) != NULL;
-    fclose(f);
-    if (!ok || sscanf(buf, "%ld", &nr) != 1) {
-        return -1;
-    }
-    return nr == SYS_ppoll;
-}
-
+/* Wait until thread tid sleeps in ppoll (what a channel wait sleeps in). */
 static int
 wait_in_ppoll(pid_t tid, double secs)
 {
-    int64_t deadline = test_now_ns() + (int64_t)(secs * 1e9);
-    int stable = 0;
-    for (;;) {
-        int r = thread_in_ppoll(tid);
-        if (r < 0) {
-            test_sleep_ms(100);
-            return 1;
-        }
-        stable = r ? stable + 1 : 0;
-        if (stable >= 3) {
-            return 1;
-        }
-        if (test_now_ns() > deadline) {
-            return 0;
-        }
-        test_sleep_ms(1);
-    }
+    return test_wait_in_syscall(tid, SYS_ppoll, secs);
 }
 
 /* ---- one process, one thread --------------------------------------------------- */
