@@ -1,0 +1,128 @@
+"""The loop of a ProcessPool worker process (private: issue 5 builds the
+pool on it and on _nativepool._Channel).
+
+Wire format, one channel message each (np_chan delivers messages whole and
+in order):
+
+  parent -> worker   TASK: 8-byte little-endian task id, then
+                     pickle((fn, args, kwargs)) (protocol 5)
+                     STOP: the empty message: finish and exit 0
+  worker -> parent   8-byte task id, 1 status byte, then a pickle:
+                     OK      the result
+                     ERROR   the exception, wrapped as concurrent.futures
+                             does (the remote traceback becomes the
+                             __cause__ of the exception re-raised in the
+                             parent)
+                     RETIRED task id -1: max_tasks_per_child reached; the
+                             worker exits 0 right after
+                     INIT_FAILED task id -1: the initializer raised (its
+                             exception follows); the worker exits 1
+
+The id is outside the pickle so that a task whose payload cannot be
+unpickled here (a function the worker cannot import) still fails only its
+own future.  The loop waits in C with the GIL released; it ends on STOP, or
+when the parent is gone (EOFError from the channel: a worker never outlives
+its parent).
+"""
+import os
+import pickle
+import struct
+import sys
+from concurrent.futures.process import _ExceptionWithTraceback
+
+from . import _nativepool
+
+OK = 0
+ERROR = 1
+RETIRED = 2
+INIT_FAILED = 3
+
+_ID = struct.Struct("<q")
+_REPLY = struct.Struct("<qB")
+HEADER = _ID.size
+
+
+class ChildFds:
+    """A channel's child fds, as a multiprocessing Process argument: they
+    travel as reduction.DupFd (inherited, passed to the spawned
+    interpreter, or sent to the forkserver), like a Connection's fd."""
+
+    def __init__(self, fds):
+        self.fds = tuple(fds)
+
+    def __reduce__(self):
+        from multiprocessing import reduction
+        return (_rebuild_fds, ([reduction.DupFd(f) for f in self.fds],))
+
+
+def _rebuild_fds(dups):
+    return ChildFds([d.detach() for d in dups])
+
+
+def encode_task(task_id, fn, args=(), kwargs=None):
+    """The TASK message for fn(*args, **kwargs) (the parent's side)."""
+    return _ID.pack(task_id) + pickle.dumps((fn, args, kwargs or {}), protocol=5)
+
+
+def decode_reply(msg):
+    """(task_id, status, value) from a worker's message (the parent's side).
+    An ERROR value is the exception to raise, its remote traceback attached
+    as __cause__, as concurrent.futures.ProcessPoolExecutor raises it."""
+    task_id, status = _REPLY.unpack_from(msg)
+    value = pickle.loads(memoryview(msg)[_REPLY.size:])
+    return task_id, status, value
+
+
+def _reply(ch, task_id, status, value):
+    try:
+        data = pickle.dumps(value, protocol=5)
+    except BaseException as exc:   # an unpicklable result: fail that task only
+        status = ERROR
+        data = pickle.dumps(_ExceptionWithTraceback(exc, exc.__traceback__),
+                            protocol=5)
+    ch.send(_REPLY.pack(task_id, status) + data)
+
+
+def _error(exc):
+    return _ExceptionWithTraceback(exc, exc.__traceback__)
+
+
+def main(fds, initializer=None, initargs=(), max_tasks=None):
+    """Run tasks from the channel whose child fds are ``fds`` (a ChildFds
+    or a sequence of ints) until STOP, until ``max_tasks`` are done, or
+    until the parent is gone."""
+    if isinstance(fds, ChildFds):
+        fds = fds.fds
+    ch = _nativepool._Channel.attach(fds)
+    for fd in fds:
+        os.close(fd)
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException as exc:
+            _reply(ch, -1, INIT_FAILED, _error(exc))
+            ch.close()
+            sys.exit(1)
+    done = 0
+    while max_tasks is None or done < max_tasks:
+        try:
+            msg = ch.recv()
+        except EOFError:
+            break                       # the parent is gone, or closed us
+        if not msg:
+            break                       # STOP
+        (task_id,) = _ID.unpack_from(msg)
+        try:
+            fn, args, kwargs = pickle.loads(memoryview(msg)[HEADER:])
+            msg = None
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            _reply(ch, task_id, ERROR, _error(exc))
+        else:
+            _reply(ch, task_id, OK, result)
+        # Drop the task's objects before waiting for the next one.
+        msg = fn = args = kwargs = result = None
+        done += 1
+    else:
+        _reply(ch, -1, RETIRED, done)
+    ch.close()
