@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from multiprocessing import reduction
 
 import pytest
 
 from conftest import np, HANG_TIMEOUT, run_script
 
 pytestmark = pytest.mark.nativepool_only
+
+from nativepool._procworker import ChildFds  # noqa: E402 (fds as Process args)
 
 Channel = np._nativepool._Channel
 wait_any = np._nativepool._chan_wait_any
@@ -176,18 +177,6 @@ def test_attach_rejects_bad_fds():
 
 # ---- multiprocessing start methods: how the pool will pass the fds -----------
 
-class _Fds:
-    def __init__(self, fds):
-        self.fds = fds
-
-    def __reduce__(self):
-        return (_rebuild_fds, ([reduction.DupFd(f) for f in self.fds],))
-
-
-def _rebuild_fds(dups):
-    return _Fds([d.detach() for d in dups])
-
-
 def _mp_echo(fdset):
     ch = Channel.attach(fdset.fds)
     for f in fdset.fds:
@@ -204,7 +193,7 @@ def _mp_echo(fdset):
 def test_multiprocessing_start_methods(method):
     ctx = multiprocessing.get_context(method)
     ch = Channel.create()
-    p = ctx.Process(target=_mp_echo, args=(_Fds(list(ch.child_fds())),))
+    p = ctx.Process(target=_mp_echo, args=(ChildFds(ch.child_fds()),))
     p.start()
     try:
         ch.child_started(p.pid)
