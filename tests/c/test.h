@@ -498,4 +498,59 @@ test_main(int argc, char **argv, const test_case *tests, size_t n)
     return failed ? 1 : 0;
 }
 
+/* ---- signals and child processes ----------------------------------------- */
+
+/* SIGUSR1 deliveries, any thread, since test_install_sigusr1(). */
+static _Atomic int test_sigusr1_count __attribute__((unused));
+
+static inline void
+test_on_sigusr1(int sig)
+{
+    (void)sig;
+    atomic_fetch_add(&test_sigusr1_count, 1);
+}
+
+/* Count SIGUSR1 with a handler installed without SA_RESTART, so that a
+ * blocking call it interrupts returns EINTR; resets the count. */
+static inline void
+test_install_sigusr1(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = test_on_sigusr1;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    if (sigaction(SIGUSR1, &sa, NULL) != 0) {
+        perror("sigaction");
+        abort();
+    }
+    atomic_store(&test_sigusr1_count, 0);
+}
+
+/* Wait up to secs for child pid to exit; one that does not is killed.
+ * Returns its wait status, or -1 if waitpid failed. */
+static inline int
+test_reap(pid_t pid, double secs)
+{
+    int status = 0;
+    int64_t deadline = test_now_ns() + (int64_t)(secs * 1e9);
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) {
+            return status;
+        }
+        if (r < 0 && errno != EINTR) {
+            return -1;
+        }
+        if (test_now_ns() > deadline) {
+            printf("  child %d did not exit in %.0f s: killing it\n", (int)pid,
+                   secs);
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            return status;
+        }
+        test_sleep_ms(1);
+    }
+}
+
 #endif /* NP_TEST_H */

@@ -195,29 +195,6 @@ fork_child(np_chan *ch, child_fn fn, void *arg)
     return pid;
 }
 
-/* Wait up to secs for pid; its status, or -1 after killing it on timeout. */
-static int
-reap(pid_t pid, double secs)
-{
-    int64_t deadline = test_now_ns() + (int64_t)(secs * 1e9);
-    int status;
-    for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) {
-            return status;
-        }
-        if (r < 0 && errno != EINTR) {
-            return -1;
-        }
-        if (test_now_ns() > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            return -1;
-        }
-        test_sleep_ms(1);
-    }
-}
-
 #define EXPECT_EXITED_OK(status)                                   \
     do {                                                           \
         int st_ = (status);                                        \
@@ -635,28 +612,6 @@ TEST(chan_sleeping_reader_woken_no_cpu) {
 
 /* ---- signals ------------------------------------------------------------------ */
 
-static _Atomic int sig_count;
-
-static void
-on_sigusr1(int sig)
-{
-    (void)sig;
-    atomic_fetch_add(&sig_count, 1);
-}
-
-static void
-install_sigusr1(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigusr1;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;   /* no SA_RESTART: a blocking call must see EINTR */
-    if (sigaction(SIGUSR1, &sa, NULL) != 0) {
-        abort();
-    }
-}
-
 static void *
 wait_any_thread(void *arg)
 {
@@ -673,7 +628,7 @@ wait_any_thread(void *arg)
 static void
 expect_eintr(void *(*fn)(void *), waiter_arg *w)
 {
-    atomic_store(&sig_count, 0);
+    atomic_store(&test_sigusr1_count, 0);
     pthread_t th;
     ASSERT_EQ(pthread_create(&th, NULL, fn, w), 0);
     ASSERT_TRUE(WAIT_FOR(atomic_load(&w->tid) != 0, 5));
@@ -682,11 +637,11 @@ expect_eintr(void *(*fn)(void *), waiter_arg *w)
     ASSERT_TRUE(WAIT_FOR(atomic_load(&w->done), 5));
     pthread_join(th, NULL);
     EXPECT_EQ(atomic_load(&w->result), NP_EINTR);
-    EXPECT_EQ(atomic_load(&sig_count), 1);
+    EXPECT_EQ(atomic_load(&test_sigusr1_count), 1);
 }
 
 TEST(chan_eintr) {
-    install_sigusr1();
+    test_install_sigusr1();
     np_chan *p, *c;
     make_pair(&p, &c, 4096, 0);
     RETURN_IF_FAILED();
@@ -716,13 +671,13 @@ TEST(chan_eintr) {
     w.ch = p;
     w.deadline = NP_FOREVER;
     w.size = 3 * 4096;
-    atomic_store(&sig_count, 0);
+    atomic_store(&test_sigusr1_count, 0);
     pthread_t th;
     ASSERT_EQ(pthread_create(&th, NULL, send_big_thread, &w), 0);
     ASSERT_TRUE(WAIT_FOR(atomic_load(&w.tid) != 0, 5));
     ASSERT_TRUE(wait_in_ppoll(atomic_load(&w.tid), 5));
     ASSERT_EQ(pthread_kill(th, SIGUSR1), 0);
-    ASSERT_TRUE(WAIT_FOR(atomic_load(&sig_count) == 1, 5));
+    ASSERT_TRUE(WAIT_FOR(atomic_load(&test_sigusr1_count) == 1, 5));
     ASSERT_TRUE(recv_check(c, 3 * 4096, 5));
     ASSERT_TRUE(WAIT_FOR(atomic_load(&w.done), 5));
     pthread_join(th, NULL);
@@ -768,7 +723,7 @@ TEST(chan_fork_roundtrips) {
     }
     TEST_LOG("%.2f us/round trip", (double)(np_monotonic_ns() - t0) / 1e3 / (double)n);
     np_chan_close(p);
-    EXPECT_EXITED_OK(reap(pid, 10));
+    EXPECT_EXITED_OK(test_reap(pid, 10));
 }
 
 /* The child sends n messages (seed = index, random lengths < 200) and then
@@ -816,7 +771,7 @@ TEST(chan_fork_order_100k) {
         rnd = mix(rnd + 1);
         ASSERT_EQ(send_msg(p, (size_t)(rnd % 200), (uint64_t)i, NP_FOREVER), NP_OK);
     }
-    EXPECT_EXITED_OK(reap(pid, 30));
+    EXPECT_EXITED_OK(test_reap(pid, 30));
     np_chan_close(p);
 }
 
@@ -867,7 +822,7 @@ TEST(chan_fork_sizes) {
         }
     }
     np_chan_close(p);
-    EXPECT_EXITED_OK(reap(pid, 30));
+    EXPECT_EXITED_OK(test_reap(pid, 30));
 }
 
 /* ---- deaths ------------------------------------------------------------------------- */
@@ -920,7 +875,7 @@ expect_child_death_seen(int how, int flags)
     TEST_LOG("death seen after %.1f ms (child slept 50 ms)", (double)took / 1e6);
     EXPECT_EQ(np_chan_peer_status(p), NP_CHAN_PEER_DEAD);
     EXPECT_EQ(send_msg(p, 1, 1, NP_FOREVER), NP_ECLOSED);
-    int status = reap(pid, 10);
+    int status = test_reap(pid, 10);
     if (how == DIE_EXIT) {
         EXPECT_EXITED_OK(status);
     }
@@ -964,7 +919,7 @@ TEST(chan_writer_blocked_sees_death) {
     kill(pid, SIGKILL);
     EXPECT_EQ(send_msg(p, 100000, 1, NP_FOREVER), NP_ECLOSED);
     EXPECT_LT(np_monotonic_ns() - t0, 2000 * MS);
-    int status = reap(pid, 10);
+    int status = test_reap(pid, 10);
     EXPECT_TRUE(status != -1 && WIFSIGNALED(status));
     np_chan_close(p);
 }
@@ -1014,9 +969,9 @@ expect_parent_death_seen(int flags, int how)
     pid_t gc = -1;
     ASSERT_EQ(read(gc_pipe[0], &gc, sizeof gc), (ssize_t)sizeof gc);
     close(gc_pipe[0]);
-    int st = reap(mid, 10);
+    int st = test_reap(mid, 10);
     EXPECT_TRUE(st != -1);
-    int gst = reap(gc, 10);   /* ours now, as the subreaper */
+    int gst = test_reap(gc, 10);   /* ours now, as the subreaper */
     EXPECT_EXITED_OK(gst);
 }
 
@@ -1055,7 +1010,7 @@ TEST(chan_child_started_late) {
         child_nothing(mine, NULL);
         _exit(0);   /* without closing */
     }
-    EXPECT_EXITED_OK(reap(pid, 10));
+    EXPECT_EXITED_OK(test_reap(pid, 10));
     EXPECT_EQ(np_chan_child_started(p, pid), NP_ECLOSED);
     size_t size;
     EXPECT_EQ(np_chan_recv_size(p, &size, NP_FOREVER), NP_ECLOSED);
@@ -1095,7 +1050,7 @@ TEST(chan_reader_mid_message_sees_death) {
     EXPECT_EQ(np_chan_recv_data(p, buf, NP_FOREVER), NP_ECLOSED);
     EXPECT_LT(np_monotonic_ns() - t0, 2000 * MS);
     free(buf);
-    int status = reap(pid, 10);
+    int status = test_reap(pid, 10);
     EXPECT_TRUE(status != -1 && WIFSIGNALED(status));
     np_chan_close(p);
 }
@@ -1160,7 +1115,7 @@ TEST(chan_no_leftovers) {
         /* Parent after child_started: 4 bells and the watch fd, plus with
          * pipes the write end of the child's parent-watch pipe. */
         EXPECT_EQ(count_fds(), base + 5 + (flags ? 1 : 0));
-        EXPECT_EXITED_OK(reap(pid, 10));
+        EXPECT_EXITED_OK(test_reap(pid, 10));
         np_chan_close(p);
         EXPECT_EQ(count_fds(), base);
         EXPECT_EQ(count_chan_maps(), 0);
@@ -1292,7 +1247,7 @@ TEST(chan_wait_any_4_children) {
         np_chan_close(ch[k]);
     }
     for (int k = 0; k < N; k++) {
-        EXPECT_EXITED_OK(reap(pid[k], 10));
+        EXPECT_EXITED_OK(test_reap(pid[k], 10));
     }
 }
 

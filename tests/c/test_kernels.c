@@ -326,30 +326,6 @@ TEST(sum_squares_is_a_real_loop)
 
 /* ---- sleep ---------------------------------------------------------------- */
 
-static _Atomic int sig_count;
-
-static void
-on_sigusr1(int sig)
-{
-    (void)sig;
-    atomic_fetch_add(&sig_count, 1);
-}
-
-static void
-install_sigusr1(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigusr1;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;   /* no SA_RESTART */
-    if (sigaction(SIGUSR1, &sa, NULL) != 0) {
-        perror("sigaction");
-        abort();
-    }
-    atomic_store(&sig_count, 0);
-}
-
 /* A thread that sends SIGUSR1 to `target` every 10 ms (after a first delay)
  * until told to stop. */
 typedef struct {
@@ -437,7 +413,7 @@ TEST(sleep_negative_nan_and_past_deadline_return_at_once)
 
 TEST(sleep_interrupted_returns_eintr_then_resumes)
 {
-    install_sigusr1();
+    test_install_sigusr1();
     np_kcall c;
     int64_t t0 = np_monotonic_ns();
     ASSERT_TRUE(signaler_start(30));
@@ -447,7 +423,7 @@ TEST(sleep_interrupted_returns_eintr_then_resumes)
     ASSERT_EQ(c.status, NP_K_EINTR);
     ASSERT_EQ(c.code, EINTR);
     ASSERT_LT(t1 - t0, 450 * MS);
-    ASSERT_TRUE(WAIT_FOR(atomic_load(&sig_count) > 0, 5));
+    ASSERT_TRUE(WAIT_FOR(atomic_load(&test_sigusr1_count) > 0, 5));
     int64_t deadline = c.arg[1].i64;
     ASSERT_GE(deadline, t0 + 500 * MS);
     ASSERT_LE(deadline, t1 + 500 * MS);
@@ -465,7 +441,7 @@ TEST(sleep_interrupted_returns_eintr_then_resumes)
 
 TEST(sleep_uninterruptible_ignores_signals)
 {
-    install_sigusr1();
+    test_install_sigusr1();
     np_kcall c;
     int64_t t0 = np_monotonic_ns();
     ASSERT_TRUE(signaler_start(20));
@@ -476,13 +452,13 @@ TEST(sleep_uninterruptible_ignores_signals)
     ASSERT_GE(dt, 200 * MS);
     ASSERT_LT(dt, 3000 * MS);
     ASSERT_GT(atomic_load(&sigr.sent), 0);
-    ASSERT_TRUE(WAIT_FOR(atomic_load(&sig_count) > 0, 5));
+    ASSERT_TRUE(WAIT_FOR(atomic_load(&test_sigusr1_count) > 0, 5));
 }
 
 /* Huge durations clamp instead of overflowing; only a signal ends them. */
 TEST(sleep_huge_seconds_clamp)
 {
-    install_sigusr1();
+    test_install_sigusr1();
     const double secs[] = {1e300, 1e10, __builtin_inf()};
     for (size_t i = 0; i < sizeof secs / sizeof secs[0]; i++) {
         np_kcall c;

@@ -390,31 +390,6 @@ check_child_status_at(const char *file, int line, int status, const char *what)
     }
 }
 
-/* waitpid with a timeout (SIGKILL after secs); returns the status. */
-static int
-wait_child(pid_t pid, double secs)
-{
-    int status = 0;
-    int64_t deadline = test_now_ns() + (int64_t)(secs * 1e9);
-    for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) {
-            return status;
-        }
-        if (r < 0 && errno != EINTR) {
-            return -1;
-        }
-        if (test_now_ns() > deadline) {
-            printf("  child %d did not exit in %.0f s: killing it\n", (int)pid,
-                   secs);
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            return status;
-        }
-        test_sleep_ms(2);
-    }
-}
-
 /* ---- basics ----------------------------------------------------------------- */
 
 static int
@@ -1339,7 +1314,7 @@ TEST(pool_fork_child_gets_orphans_and_stays_usable)
         EXPECT_EQ(stats(e.pool).threads, 0);
         child_exit();
     }
-    int status = wait_child(pid, 30);
+    int status = test_reap(pid, 30);
     check_child_status(status, "fork child");
 
     /* parent unaffected */
@@ -1389,7 +1364,7 @@ TEST(pool_fork_idle_pool)
         env_join_threads(&e, workers_before);
         child_exit();
     }
-    check_child_status(wait_child(pid, 30), "fork child");
+    check_child_status(test_reap(pid, 30), "fork child");
     ASSERT_EQ(stats(e.pool).idle, 1);
     env_teardown(&e);
 }
@@ -1456,7 +1431,7 @@ TEST(pool_fork_from_task_keeps_forking_worker)
     ASSERT_EQ(stats(e.pool).queued, 2);
     gate_open(&fork_task_gate);
     ASSERT_TRUE(WAIT_FOR(atomic_load(&forking_task_child) != 0, 10));
-    check_child_status(wait_child(atomic_load(&forking_task_child), 30),
+    check_child_status(test_reap(atomic_load(&forking_task_child), 30),
                        "child forked by a task");
     gate_open(&g);
     ASSERT_TRUE(WAIT_FOR(atomic_load(&e.released) == 4, 10));
@@ -1529,7 +1504,7 @@ TEST(pool_fork_orphans_exclude_finished_tasks)
         }
         child_exit();
     }
-    check_child_status(wait_child(pid, 30), "fork child");
+    check_child_status(test_reap(pid, 30), "fork child");
     ASSERT_TRUE(WAIT_FOR(atomic_load(&t.releases) == 1, 10));
     env_teardown(&e);
 }
@@ -1591,7 +1566,7 @@ TEST(pool_fork_from_idle_begin_hook)
     atomic_store(&idle_fork_armed, 1);
     ASSERT_EQ(np_pool_submit(e.pool, &t.base), NP_OK);
     ASSERT_TRUE(WAIT_FOR(atomic_load(&idle_fork_child) != 0, 10));
-    int status = wait_child(atomic_load(&idle_fork_child), 2);
+    int status = test_reap(atomic_load(&idle_fork_child), 2);
     if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) {
         test_fail_msg(__FILE__, __LINE__,
                       "the task submitted in the child never ran: the worker "
@@ -1631,7 +1606,7 @@ TEST(pool_registry_many_pools_and_fork)
         EXPECT_EQ(stats(e[3].pool).threads, 0);
         child_exit();
     }
-    check_child_status(wait_child(pid, 30), "fork child");
+    check_child_status(test_reap(pid, 30), "fork child");
     env_teardown(&e[1]);
     env_teardown(&e[3]);
     /* and a fork with no pool at all */
@@ -1640,7 +1615,7 @@ TEST(pool_registry_many_pools_and_fork)
     if (pid == 0) {
         child_exit();
     }
-    check_child_status(wait_child(pid, 30), "fork child (no pools)");
+    check_child_status(test_reap(pid, 30), "fork child (no pools)");
 }
 
 /* ---- stress ------------------------------------------------------------------- */
