@@ -66,11 +66,21 @@ raise_code(int r, int sending)
     }
 }
 
+/* The endpoint, or NULL with ValueError once closed. */
 static np_chan *
-get_chan(np_channel *self)
+open_chan(np_channel *self)
 {
     if (self->ch == NULL) {
         PyErr_SetString(PyExc_ValueError, "operation on a closed channel");
+    }
+    return self->ch;
+}
+
+/* The endpoint for a message: open and not broken. */
+static np_chan *
+get_chan(np_channel *self)
+{
+    if (open_chan(self) == NULL) {
         return NULL;
     }
     if (self->broken) {
@@ -198,18 +208,6 @@ channel_child_started(PyObject *op, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* Take m with the GIL released (another thread of ours may hold it while
- * it waits for the peer). */
-static void
-lock_nogil(np_mutex *m)
-{
-    if (!np_mutex_trylock(m)) {
-        Py_BEGIN_ALLOW_THREADS
-        np_mutex_lock(m);
-        Py_END_ALLOW_THREADS
-    }
-}
-
 /* send(data, timeout=None): one message, the bytes of a bytes-like object. */
 static PyObject *
 channel_send(PyObject *op, PyObject *args, PyObject *kwargs)
@@ -229,7 +227,7 @@ channel_send(PyObject *op, PyObject *args, PyObject *kwargs)
         PyBuffer_Release(&view);
         return NULL;
     }
-    lock_nogil(&self->send_lock);
+    np_mutex_lock_blocking(&self->send_lock);
     int r;
     for (;;) {
         Py_BEGIN_ALLOW_THREADS
@@ -269,7 +267,7 @@ channel_recv(PyObject *op, PyObject *args, PyObject *kwargs)
     if (ch == NULL || np_parse_timeout(st, timeout, &deadline) < 0) {
         return NULL;
     }
-    lock_nogil(&self->recv_lock);
+    np_mutex_lock_blocking(&self->recv_lock);
     size_t size = 0;
     int r;
     PyObject *bytes = NULL;
@@ -353,9 +351,8 @@ channel_forget(PyObject *op, PyObject *Py_UNUSED(ignored))
 static PyObject *
 channel_peer_status(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
-    np_chan *ch = CHANNEL(op)->ch;
+    np_chan *ch = open_chan(CHANNEL(op));
     if (ch == NULL) {
-        PyErr_SetString(PyExc_ValueError, "operation on a closed channel");
         return NULL;
     }
     static const char *const names[] = {"alive", "closed", "dead"};
@@ -366,9 +363,8 @@ channel_peer_status(PyObject *op, PyObject *Py_UNUSED(ignored))
 static PyObject *
 channel_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
-    np_chan *ch = CHANNEL(op)->ch;
+    np_chan *ch = open_chan(CHANNEL(op));
     if (ch == NULL) {
-        PyErr_SetString(PyExc_ValueError, "operation on a closed channel");
         return NULL;
     }
     np_chan_stats s;
@@ -383,13 +379,12 @@ channel_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
 static PyObject *
 channel_set_spin(PyObject *op, PyObject *arg)
 {
-    np_chan *ch = CHANNEL(op)->ch;
     double secs = PyFloat_AsDouble(arg);
     if (secs == -1.0 && PyErr_Occurred()) {
         return NULL;
     }
+    np_chan *ch = open_chan(CHANNEL(op));
     if (ch == NULL) {
-        PyErr_SetString(PyExc_ValueError, "operation on a closed channel");
         return NULL;
     }
     np_chan_set_spin(ch, secs <= 0 ? 0 : (int64_t)(secs * 1e9));

@@ -161,17 +161,11 @@ np_future_finish_exception(np_state *st, np_future *f, PyObject *exc)
 int
 np_future_set_running(np_state *st, np_future *f)
 {
-    uint32_t s = atomic_load(&f->state);
-    /* Fast path, no lock: nobody can be installing a stdlib waiter in a way
-     * that cares about PENDING vs RUNNING (both are "not done"). */
-    while (NPF_STATE(s) == NPF_PENDING) {
-        if (atomic_compare_exchange_weak(&f->state, &s,
-                                         NPF_RUNNING | (s & NPF_SLEEPERS))) {
-            return 1;
-        }
+    if (np_future_try_start(f)) {
+        return 1;
     }
     np_rlock_lock(&f->lock);
-    s = NPF_STATE(atomic_load(&f->state));
+    uint32_t s = NPF_STATE(atomic_load(&f->state));
     PyObject *cbs;
     if (s == NPF_CANCELLED &&
         np_future_become_done(f, NPF_CANCELLED, NPF_CANCELLED_NOTIFIED,
@@ -271,9 +265,7 @@ future_finalize(PyObject *op)
     if (f->ncall != NULL && !f->retrieved && np_ncall_failed(f->ncall) &&
         NPF_STATE(atomic_load(&f->state)) == NPF_FINISHED) {
         PyObject *saved = np_fetch_exception();
-        if (np_future_materialize(f) < 0) {
-            PyErr_WriteUnraisable(op);
-        }
+        np_future_materialize(f);
         if (saved != NULL) {
             np_raise_exception(saved);
             Py_DECREF(saved);
@@ -451,9 +443,7 @@ future_result(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         PyErr_SetNone(st->CancelledError);
         return NULL;
     }
-    if (np_future_materialize(f) < 0) {
-        return NULL;
-    }
+    np_future_materialize(f);
     if (f->exception != NULL) {
         f->retrieved = 1;
         np_raise_exception(f->exception);
@@ -489,9 +479,7 @@ future_exception(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         PyErr_SetNone(st->CancelledError);
         return NULL;
     }
-    if (np_future_materialize(f) < 0) {
-        return NULL;
-    }
+    np_future_materialize(f);
     f->retrieved = 1;
     PyObject *exc = f->exception ? f->exception : Py_None;
     Py_INCREF(exc);
@@ -629,18 +617,14 @@ finished_field(np_future *f, PyObject *field)
 static PyObject *
 get_result(PyObject *op, void *Py_UNUSED(closure))
 {
-    if (np_future_materialize(NP_FUTURE(op)) < 0) {
-        return NULL;
-    }
+    np_future_materialize(NP_FUTURE(op));
     return finished_field(NP_FUTURE(op), NP_FUTURE(op)->result);
 }
 
 static PyObject *
 get_exception(PyObject *op, void *Py_UNUSED(closure))
 {
-    if (np_future_materialize(NP_FUTURE(op)) < 0) {
-        return NULL;
-    }
+    np_future_materialize(NP_FUTURE(op));
     return finished_field(NP_FUTURE(op), NP_FUTURE(op)->exception);
 }
 

@@ -17,15 +17,27 @@
  * `f->waiters` (and its size) and `f->callbacks` are only written under
  * the lock, so reading them under it without the GIL is race-free. */
 
+/* Lock and GIL held, the call run: convert its outcome into result or
+ * exception, once, and free the call.  Whatever the conversion gives (even
+ * a MemoryError for a result too big to convert, or the exception of a C
+ * API result function) is the future's outcome from then on. */
+static void
+take_outcome(np_future *f)
+{
+    np_ncall *c = f->ncall;
+    f->ncall = NULL;
+    f->result = np_ncall_outcome(c);
+    if (f->result == NULL) {
+        f->exception = np_fetch_exception();
+    }
+    np_ncall_free(c);
+}
+
 int
 np_future_set_running_nogil(np_state *st, np_future *f, void *worker)
 {
-    uint32_t s = atomic_load(&f->state);
-    while (NPF_STATE(s) == NPF_PENDING) {
-        if (atomic_compare_exchange_weak(&f->state, &s,
-                                         NPF_RUNNING | (s & NPF_SLEEPERS))) {
-            return 1;
-        }
+    if (np_future_try_start(f)) {
+        return 1;
     }
     /* Cancelled while queued (or completed by hand): rare, so simply take
      * the GIL and do what a Python task's worker does. */
@@ -58,13 +70,7 @@ np_future_finish_native(np_state *st, np_future *f, void *worker)
              * memory, fails the future.) */
             np_worker_hold_gil(worker);
             took_gil = 1;
-            np_ncall *c = f->ncall;
-            f->ncall = NULL;
-            f->result = np_ncall_outcome(c);
-            if (f->result == NULL) {
-                f->exception = np_fetch_exception();
-            }
-            np_ncall_free(c);
+            take_outcome(f);
             meth = f->exception ? st->str_add_exception : st->str_add_result;
         }
         if (np_future_become_done(f, NPF_RUNNING, NPF_FINISHED, meth, &cbs) < 0) {
@@ -83,32 +89,21 @@ np_future_finish_native(np_state *st, np_future *f, void *worker)
     }
 }
 
-int
+void
 np_future_materialize(np_future *f)
 {
     if (f->ncall == NULL) {
-        return 0;
+        return;
     }
-    int r = 0;
     np_rlock_lock(&f->lock);
     /* Only a finished call has an outcome; a cancelled one never ran. */
     if (f->ncall != NULL &&
         NPF_STATE(atomic_load_explicit(&f->state, memory_order_acquire)) ==
             NPF_FINISHED &&
         f->result == NULL && f->exception == NULL) {
-        /* Once: whatever the conversion gives (even a MemoryError for a
-         * result too big to convert, or the exception of a C API result
-         * function) is the future's outcome from now on. */
-        np_ncall *c = f->ncall;
-        f->result = np_ncall_outcome(c);
-        if (f->result == NULL) {
-            f->exception = np_fetch_exception();
-        }
-        f->ncall = NULL;
-        np_ncall_free(c);
+        take_outcome(f);
     }
     np_rlock_unlock(&f->lock);
-    return r;
 }
 
 /* A native future that will never run (cancelled): unpin its buffers now. */

@@ -125,8 +125,8 @@ static PyMethodDef module_methods[] = {
 
 /* ---- init -------------------------------------------------------------- */
 
-static PyObject *
-import_attr(const char *module, const char *name)
+PyObject *
+np_import_attr(const char *module, const char *name)
 {
     PyObject *m = PyImport_ImportModule(module);
     if (m == NULL) {
@@ -140,7 +140,7 @@ import_attr(const char *module, const char *name)
 static PyObject *
 get_logger(const char *name)
 {
-    PyObject *getLogger = import_attr("logging", "getLogger");
+    PyObject *getLogger = np_import_attr("logging", "getLogger");
     if (getLogger == NULL) {
         return NULL;
     }
@@ -171,14 +171,14 @@ module_exec(PyObject *module)
     INTERN(str_join, "join");
 #undef INTERN
 #define IMPORT(field, mod, name)                               \
-    if ((st->field = import_attr(mod, name)) == NULL)          \
+    if ((st->field = np_import_attr(mod, name)) == NULL)          \
         return -1;
     IMPORT(CancelledError, "concurrent.futures", "CancelledError");
     IMPORT(TimeoutError, "concurrent.futures", "TimeoutError");
     IMPORT(InvalidStateError, "concurrent.futures", "InvalidStateError");
     IMPORT(BrokenThreadPool, "concurrent.futures.thread", "BrokenThreadPool");
 #undef IMPORT
-    PyObject *tmax = import_attr("threading", "TIMEOUT_MAX");
+    PyObject *tmax = np_import_attr("threading", "TIMEOUT_MAX");
     if (tmax == NULL) {
         return -1;
     }

@@ -121,19 +121,6 @@ np_ncall_failed(np_ncall *c)
     return c != NULL && c->k.status != NP_K_OK;
 }
 
-/* zlib.error, looked up when first needed (most programs never fail). */
-static PyObject *
-zlib_error(void)
-{
-    PyObject *zlib = PyImport_ImportModule("zlib");
-    if (zlib == NULL) {
-        return NULL;
-    }
-    PyObject *err = PyObject_GetAttrString(zlib, "error");
-    Py_DECREF(zlib);
-    return err;
-}
-
 static void
 raise_outcome(np_ncall *c)
 {
@@ -163,7 +150,7 @@ raise_outcome(np_ncall *c)
         }
         return;
     case NP_K_ZLIB:
-        cls = zlib_error();
+        cls = np_import_attr("zlib", "error");   /* when first needed */
         if (cls != NULL) {
             PyErr_SetString(cls, k->msg);
             Py_DECREF(cls);

@@ -26,9 +26,6 @@
 
 #include "nativepool.h"
 
-#define TASK_FUTURE(t) \
-    ((np_future *)((char *)(t) - offsetof(np_future, task)))
-
 /* ---- the reclaim stack ------------------------------------------------------ */
 
 void
@@ -64,7 +61,7 @@ np_reclaim_drain(np_state *st)
 static void
 native_task_run(np_task *t, void *worker)
 {
-    np_future *f = TASK_FUTURE(t);
+    np_future *f = NP_TASK_FUTURE(t);
     np_state *st = f->core->st;
     np_worker_drop_gil(worker);
     if (np_future_set_running_nogil(st, f, worker)) {
@@ -76,7 +73,7 @@ native_task_run(np_task *t, void *worker)
 static void
 native_task_release(np_task *t, void *worker)
 {
-    np_future *f = TASK_FUTURE(t);
+    np_future *f = NP_TASK_FUTURE(t);
     if (!np_worker_has_gil(worker)) {
         np_state *st = f->core->st;
         f->core = NULL;
@@ -85,24 +82,6 @@ native_task_release(np_task *t, void *worker)
     }
     f->core = NULL;
     Py_DECREF(f);   /* the queue's reference */
-}
-
-/* Given back by the pool without running (GIL held): cancel or fail it,
- * and unpin its buffers now. */
-static void
-native_task_abandon(np_pytask *t, PyObject *exc)
-{
-    np_future *f = TASK_FUTURE(t);
-    np_state *st = f->core->st;
-    np_ncall *c = f->ncall;
-    f->ncall = NULL;
-    if (exc == NULL) {
-        np_future_cancel_and_notify(st, f);
-    }
-    else {
-        np_future_finish_exception(st, f, exc);
-    }
-    np_ncall_free(c);
 }
 
 /* Queue a prepared call as a future.  Takes c (freed on failure). */
@@ -118,7 +97,7 @@ submit_call(np_core *core, np_ncall *c)
     f->core = core;
     f->task.base.run = native_task_run;
     f->task.base.release = native_task_release;
-    f->task.abandon = native_task_abandon;
+    f->task.abandon = np_future_task_abandon;   /* also unpins */
     Py_INCREF(f);   /* the queue's reference, dropped by release */
     if (np_core_submit(core, &f->task) < 0) {
         f->core = NULL;

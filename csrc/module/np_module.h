@@ -79,6 +79,9 @@ np_state *np_state_from_type(PyTypeObject *tp);
 void np_log_exc(PyObject *logger, const char *level, const char *msg,
                 PyObject *arg, PyObject *exc);
 
+/* module.name (a new reference), importing module; NULL with an exception. */
+PyObject *np_import_attr(const char *module, const char *name);
+
 /* PyModule_AddObjectRef for 3.9: add obj (borrowed) as module.name. */
 int np_module_add(PyObject *module, const char *name, PyObject *obj);
 
@@ -226,6 +229,14 @@ typedef struct np_future {
 
 #define NP_FUTURE(op) ((np_future *)(op))
 
+/* The future whose np_task is t (a future that is its own pool task). */
+#define NP_TASK_FUTURE(t) \
+    ((np_future *)((char *)(t) - offsetof(np_future, task)))
+
+/* abandon() of a future task, Python or native (threadpool.c): cancel
+ * (exc NULL) or fail it, drop its call; GIL held. */
+void np_future_task_abandon(np_pytask *t, PyObject *exc);
+
 int np_future_types_init(PyObject *module, np_state *st);
 /* Future._condition (future_cond.c). */
 int np_future_condition_type_init(PyObject *module, np_state *st);
@@ -233,6 +244,22 @@ PyObject *np_future_condition_new(np_state *st, PyObject *future);
 
 /* A new pending future of the registered nativepool.Future class. */
 np_future *np_future_new(np_state *st);
+
+/* PENDING -> RUNNING without the lock (nobody installing a stdlib waiter
+ * cares about PENDING vs RUNNING: both are "not done"); needs no GIL.
+ * 1 if this call made it RUNNING, 0 if it was not PENDING. */
+static inline int
+np_future_try_start(np_future *f)
+{
+    uint32_t s = atomic_load(&f->state);
+    while (NPF_STATE(s) == NPF_PENDING) {
+        if (atomic_compare_exchange_weak(&f->state, &s,
+                                         NPF_RUNNING | (s & NPF_SLEEPERS))) {
+            return 1;
+        }
+    }
+    return 0;
+}
 
 /* PENDING -> RUNNING; for a cancelled future, CANCELLED ->
  * CANCELLED_AND_NOTIFIED with waiters told.  Returns 1, 0 (cancelled) or -1
@@ -259,6 +286,10 @@ int np_parse_timeout(np_state *st, PyObject *timeout, int64_t *deadline_ns);
  * handler raised (Ctrl-C).  Callers loop on their own predicate. */
 int np_wait_word(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns);
 
+/* Take m, releasing the GIL only if it must wait (its holder may need the
+ * GIL to let go).  GIL held on entry and return. */
+void np_mutex_lock_blocking(np_mutex *m);
+
 /* The future's recursive lock.  _lock blocks with the GIL released if it
  * must, and never fails; _lock_until is the interruptible form for
  * Python's _condition.acquire: 1 acquired, 0 timed out, -1 exception. */
@@ -277,10 +308,10 @@ int np_future_wait(np_future *f, int64_t deadline_ns);
 int np_future_set_running_nogil(np_state *st, np_future *f, void *worker);
 void np_future_finish_native(np_state *st, np_future *f, void *worker);
 /* With the GIL: turn a finished native call's C outcome into result or
- * exception and free the call, once.  Returns 0: a conversion that fails
+ * exception and free the call, once.  Never fails: a conversion that fails
  * (no memory for a huge result, a C API result function that raises)
- * becomes the future's exception.  (-1 is reserved for callers' checks.) */
-int np_future_materialize(np_future *f);
+ * becomes the future's exception. */
+void np_future_materialize(np_future *f);
 /* The lock without touching the GIL (a worker that does not hold it). */
 void np_rlock_lock_nogil(np_rlock *l);
 /* A cancelled native future: free its call (unpin buffers).  GIL held. */

@@ -677,18 +677,6 @@ static PyType_Spec simple_spec = {
     .slots = simple_slots,
 };
 
-static PyObject *
-import_attr(const char *module, const char *name)
-{
-    PyObject *mod = PyImport_ImportModule(module);
-    if (mod == NULL) {
-        return NULL;
-    }
-    PyObject *attr = PyObject_GetAttrString(mod, name);
-    Py_DECREF(mod);
-    return attr;
-}
-
 static int
 add_type(PyObject *module, PyTypeObject **slot, PyType_Spec *spec,
          PyTypeObject *base, const char *name)
@@ -709,12 +697,12 @@ add_type(PyObject *module, PyTypeObject **slot, PyType_Spec *spec,
 int
 np_queue_types_init(PyObject *module, np_state *st)
 {
-    if ((st->Empty = import_attr("queue", "Empty")) == NULL ||
-        (st->Full = import_attr("queue", "Full")) == NULL) {
+    if ((st->Empty = np_import_attr("queue", "Empty")) == NULL ||
+        (st->Full = np_import_attr("queue", "Full")) == NULL) {
         return -1;
     }
 #if PY_VERSION_HEX >= 0x030D0000
-    st->ShutDown = import_attr("queue", "ShutDown");
+    st->ShutDown = np_import_attr("queue", "ShutDown");
 #else
     st->ShutDown = PyErr_NewExceptionWithDoc(
         "nativepool.ShutDown", "Raised when put/get with shut-down queue.", NULL, NULL);

@@ -39,21 +39,11 @@ typedef struct {
     Py_ssize_t nwaiters;
     PyObject *weakreflist;
 } np_condobj;
+/* `mutex` is only ever held for a few list moves and a futex wake, never
+ * while waiting for the GIL; np_mutex_lock_blocking still releases the GIL
+ * if it must sleep. */
 
 #define COND(op) ((np_condobj *)(op))
-
-/* Take the internal mutex.  It is only ever held for a few list moves and
- * a futex wake, never while waiting for the GIL, so a short block with the
- * GIL held is safe; still, release the GIL if we must sleep. */
-static void
-mutex_lock(np_mutex *m)
-{
-    if (!np_mutex_trylock(m)) {
-        Py_BEGIN_ALLOW_THREADS
-        np_mutex_lock(m);
-        Py_END_ALLOW_THREADS
-    }
-}
 
 static int
 cond_init(PyObject *op, PyObject *args, PyObject *kwargs)
@@ -224,7 +214,7 @@ cond_wait_until(np_condobj *c, int64_t deadline)
         return -1;
     }
     cond_waiter w = {NULL, NP_SEM_INIT(0), 0};
-    mutex_lock(&c->mutex);
+    np_mutex_lock_blocking(&c->mutex);
     if (c->tail != NULL) {
         c->tail->next = &w;
     }
@@ -246,7 +236,7 @@ cond_wait_until(np_condobj *c, int64_t deadline)
                                 : PyObject_CallNoArgs(c->release);
     }
     if (saved == NULL) {
-        mutex_lock(&c->mutex);
+        np_mutex_lock_blocking(&c->mutex);
         unlink_waiter(c, &w);
         np_mutex_unlock(&c->mutex);
         return -1;
@@ -256,7 +246,7 @@ cond_wait_until(np_condobj *c, int64_t deadline)
 
     /* Synchronise with a notifier that may still be inside np_sem_give on
      * our stack; then decide, under the mutex, whether we were notified. */
-    mutex_lock(&c->mutex);
+    np_mutex_lock_blocking(&c->mutex);
     int notified = w.notified;
     if (!notified) {
         unlink_waiter(c, &w);
@@ -381,7 +371,7 @@ notify_check(np_condobj *c)
 static PyObject *
 notify_n(np_condobj *c, Py_ssize_t n)
 {
-    mutex_lock(&c->mutex);
+    np_mutex_lock_blocking(&c->mutex);
     while (c->head != NULL && n > 0) {
         cond_waiter *w = c->head;
         c->head = w->next;

@@ -24,13 +24,10 @@
 
 /* ---- the future as a task ---------------------------------------------- */
 
-#define TASK_FUTURE(t) \
-    ((np_future *)((char *)(t) - offsetof(np_future, task)))
-
 static void
 future_task_run(np_task *t, void *worker)
 {
-    np_future *f = TASK_FUTURE(t);
+    np_future *f = NP_TASK_FUTURE(t);
     np_state *st = f->core->st;
     np_worker_hold_gil(worker);
     int r = np_future_set_running(st, f);
@@ -59,16 +56,20 @@ future_task_run(np_task *t, void *worker)
 static void
 future_task_release(np_task *t, void *Py_UNUSED(worker))
 {
-    np_future *f = TASK_FUTURE(t);
+    np_future *f = NP_TASK_FUTURE(t);
     f->core = NULL;
     Py_DECREF(f);   /* the queue's reference */
 }
 
-static void
-future_task_abandon(np_pytask *t, PyObject *exc)
+void
+np_future_task_abandon(np_pytask *t, PyObject *exc)
 {
-    np_future *f = TASK_FUTURE(t);
+    np_future *f = NP_TASK_FUTURE(t);
     np_state *st = f->core->st;
+    /* A native call never ran: detach it before the transition (a callback
+     * reading the outcome must not find it), unpin its buffers after. */
+    np_ncall *c = f->ncall;
+    f->ncall = NULL;
     if (exc == NULL) {
         np_future_cancel_and_notify(st, f);
     }
@@ -78,6 +79,7 @@ future_task_abandon(np_pytask *t, PyObject *exc)
     Py_CLEAR(f->fn);
     Py_CLEAR(f->args);
     Py_CLEAR(f->kwnames);
+    np_ncall_free(c);
 }
 
 /* ---- PoolCore ---------------------------------------------------------- */
@@ -632,7 +634,7 @@ pool_submit(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     f->core = c;
     f->task.base.run = future_task_run;
     f->task.base.release = future_task_release;
-    f->task.abandon = future_task_abandon;
+    f->task.abandon = np_future_task_abandon;
     Py_INCREF(f);   /* the queue's reference, dropped by release */
     if (np_core_submit(c, &f->task) < 0) {
         f->core = NULL;

@@ -56,6 +56,16 @@ np_wait_word(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
     }
 }
 
+void
+np_mutex_lock_blocking(np_mutex *m)
+{
+    if (!np_mutex_trylock(m)) {
+        Py_BEGIN_ALLOW_THREADS
+        np_mutex_lock(m);
+        Py_END_ALLOW_THREADS
+    }
+}
+
 /* ---- the recursive lock ------------------------------------------------ */
 
 static unsigned long
@@ -79,13 +89,9 @@ np_rlock_lock(np_rlock *l)
         l->count++;
         return;
     }
-    if (!np_mutex_trylock(&l->mutex)) {
-        /* Whoever holds it may need the GIL to finish (Python code inside
-         * `with f._condition:`), so never sleep with the GIL. */
-        Py_BEGIN_ALLOW_THREADS
-        np_mutex_lock(&l->mutex);
-        Py_END_ALLOW_THREADS
-    }
+    /* Whoever holds it may need the GIL to finish (Python code inside
+     * `with f._condition:`), so never sleep with the GIL. */
+    np_mutex_lock_blocking(&l->mutex);
     take_ownership(l, me);
 }
 
