@@ -53,6 +53,7 @@ MODULE = [
     "csrc/module/native_args.c",
     "csrc/module/native_task.c",
     "csrc/module/channel.c",
+    "csrc/module/procpool.c",
 ]
 
 cflags = ["-std=c11", "-Wall", "-Wextra", "-pthread", "-fno-strict-aliasing"]

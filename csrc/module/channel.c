@@ -310,6 +310,17 @@ channel_recv(PyObject *op, PyObject *args, PyObject *kwargs)
     return bytes;
 }
 
+np_chan *
+np_channel_chan(np_state *st, PyObject *obj)
+{
+    if (!Py_IS_TYPE(obj, st->channel_type)) {
+        PyErr_Format(PyExc_TypeError, "expected a _Channel, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    return get_chan(CHANNEL(obj));
+}
+
 static PyObject *
 channel_close(PyObject *op, PyObject *Py_UNUSED(ignored))
 {

@@ -106,11 +106,14 @@ np_future_materialize(np_future *f)
     np_rlock_unlock(&f->lock);
 }
 
-/* A native future that will never run (cancelled): unpin its buffers now. */
+/* A native future that will never run (cancelled): unpin its buffers now.
+ * Not a ProcessPool task's call (no kernel): the pool may still be looking
+ * at it without the GIL; it goes with the future. */
 void
 np_future_drop_unrun_call(np_future *f)
 {
-    if (f->ncall != NULL && NPF_STATE(atomic_load(&f->state)) != NPF_FINISHED) {
+    if (f->ncall != NULL && f->ncall->kernel != NULL &&
+        NPF_STATE(atomic_load(&f->state)) != NPF_FINISHED) {
         np_ncall *c = f->ncall;
         f->ncall = NULL;
         np_ncall_free(c);

@@ -204,7 +204,8 @@ module_exec(PyObject *module)
         np_queue_types_init(module, st) < 0 ||
         np_native_types_init(module, st) < 0 ||
         np_capi_init(module, st) < 0 ||
-        np_channel_type_init(module, st) < 0) {
+        np_channel_type_init(module, st) < 0 ||
+        np_procpool_type_init(module, st) < 0) {
         return -1;
     }
     return 0;
@@ -234,6 +235,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->simplequeue_type);
     Py_VISIT(st->nativefn_type);
     Py_VISIT(st->channel_type);
+    Py_VISIT(st->proccore_type);
     Py_VISIT(st->Empty);
     Py_VISIT(st->Full);
     Py_VISIT(st->ShutDown);
@@ -273,6 +275,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->simplequeue_type);
     Py_CLEAR(st->nativefn_type);
     Py_CLEAR(st->channel_type);
+    Py_CLEAR(st->proccore_type);
     Py_CLEAR(st->Empty);
     Py_CLEAR(st->Full);
     Py_CLEAR(st->ShutDown);

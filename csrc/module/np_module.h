@@ -24,6 +24,17 @@
 #include "np_sem.h"
 #include "np_sync.h"
 
+/* Py_NewRef arrived in 3.10. */
+#if PY_VERSION_HEX < 0x030A0000
+static inline PyObject *
+np_newref(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+#define Py_NewRef(o) np_newref((PyObject *)(o))
+#endif
+
 /* ---- module state ------------------------------------------------------ */
 
 typedef struct np_state {
@@ -40,6 +51,7 @@ typedef struct np_state {
     PyTypeObject *priorityqueue_type, *simplequeue_type;
     PyTypeObject *nativefn_type;                           /* native.c */
     PyTypeObject *channel_type;                            /* channel.c */
+    PyTypeObject *proccore_type;                           /* procpool.c */
     PyObject *Empty, *Full, *ShutDown;   /* queue.Empty, queue.Full, queue.ShutDown
                                             (ours on Pythons before 3.13) */
     PyObject *BrokenBarrierError;        /* threading.BrokenBarrierError */
@@ -149,6 +161,14 @@ typedef struct np_pytask {
 
 /* Abandon and release every task of a list returned by the runtime. */
 void np_abandon_tasks(np_task *list, PyObject *exc);
+
+/* A thread of ours that runs without the GIL most of the time (a pool
+ * worker, a ProcessPool collector): tstate is non-NULL exactly while it runs
+ * without the GIL (saved by PyEval_SaveThread).  Only its own thread
+ * touches it.  The np_worker_* functions take a pointer to one. */
+typedef struct {
+    PyThreadState *tstate;
+} np_worker_ctx;
 
 /* The GIL on a pool worker (threadpool.c).  A worker holds the GIL lazily:
  * a Python task takes it (and keeps it for the next Python task), a native
@@ -390,6 +410,10 @@ int np_condition_types_init(PyObject *module, np_state *st);   /* Condition */
 int np_barrier_type_init(PyObject *module, np_state *st);      /* Barrier */
 int np_queue_types_init(PyObject *module, np_state *st);       /* the Queue family */
 int np_channel_type_init(PyObject *module, np_state *st);      /* _Channel */
+/* The open endpoint of a _Channel object (borrowed: the object owns it), or
+ * NULL with TypeError/ValueError. */
+struct np_chan *np_channel_chan(np_state *st, PyObject *obj);
+int np_procpool_type_init(PyObject *module, np_state *st);     /* _ProcCore */
 
 /* ---- the pool ---------------------------------------------------------- */
 

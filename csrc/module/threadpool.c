@@ -84,12 +84,7 @@ np_future_task_abandon(np_pytask *t, PyObject *exc)
 
 /* ---- PoolCore ---------------------------------------------------------- */
 
-/* A worker's GIL state: tstate is non-NULL exactly while the worker runs
- * without the GIL (saved by PyEval_SaveThread).  Only the worker's own
- * thread touches it. */
-typedef struct {
-    PyThreadState *tstate;
-} worker_ctx;
+typedef np_worker_ctx worker_ctx;   /* np_module.h */
 
 void
 np_worker_hold_gil(void *worker)

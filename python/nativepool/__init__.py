@@ -20,6 +20,7 @@ from concurrent.futures.thread import BrokenThreadPool
 from . import _nativepool
 from ._future import Future
 from ._thread import ThreadPool, ThreadPoolExecutor, _spawn_thread
+from concurrent.futures.process import BrokenProcessPool
 from queue import Empty, Full
 
 from ._nativepool import (
@@ -42,6 +43,7 @@ from ._nativepool import (
 
 from . import debug  # noqa: E402  (NATIVEPOOL_CHECK_LOCK_ORDER is read here)
 from . import native  # noqa: E402
+from ._process import ProcessPool, ProcessPoolExecutor, WorkerDiedError  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -87,9 +89,13 @@ __all__ = [
     "FIRST_EXCEPTION",
     "BrokenExecutor",
     "BrokenThreadPool",
+    "BrokenProcessPool",
     "CancelledError",
     "Future",
     "InvalidStateError",
+    "ProcessPool",
+    "ProcessPoolExecutor",
+    "WorkerDiedError",
     "ThreadPool",
     "ThreadPoolExecutor",
     "TimeoutError",

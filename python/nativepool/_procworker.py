@@ -83,19 +83,52 @@ def _reply(ch, task_id, status, value):
     ch.send(_REPLY.pack(task_id, status) + data)
 
 
+PARENT_FD = 5   # NP_CHAN_FD_PARENT: readable once the parent is gone
+
+
+def _watch_parent(fd):
+    import select
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while not poller.poll():
+        pass
+    # The parent is gone (killed, crashed): nobody will read our result.
+    # Do not finish the task: a worker never outlives its parent.
+    os._exit(1)
+
+
+def _start_parent_watch(fd):
+    """A task can run for hours without reading the channel, the only place
+    the loop notices a dead parent; this thread (waiting in poll without the
+    GIL, on a pidfd of the parent or the read end of a pipe only the parent
+    held) ends the process as soon as the parent is gone."""
+    import threading
+    threading.Thread(target=_watch_parent, args=(fd,), daemon=True,
+                     name="nativepool-parent-watch").start()
+
+
 def _error(exc):
     return _ExceptionWithTraceback(exc, exc.__traceback__)
 
 
-def main(fds, initializer=None, initargs=(), max_tasks=None):
+def main(fds, initializer=None, initargs=(), max_tasks=None, forked=False):
     """Run tasks from the channel whose child fds are ``fds`` (a ChildFds
     or a sequence of ints) until STOP, until ``max_tasks`` are done, or
-    until the parent is gone."""
+    until the parent is gone.  ``forked``: this process is a fork of the
+    pool's: release the copies of the parent's channels it inherited (after
+    attaching its own: they own its fds until then)."""
     if isinstance(fds, ChildFds):
         fds = fds.fds
     ch = _nativepool._Channel.attach(fds)
-    for fd in fds:
-        os.close(fd)
+    if fds[PARENT_FD] >= 0:
+        _start_parent_watch(os.dup(fds[PARENT_FD]))
+    if forked:
+        from . import _process
+        for other in _process._channels():
+            other._forget()
+    else:
+        for fd in fds:
+            os.close(fd)
     if initializer is not None:
         try:
             initializer(*initargs)

@@ -1,0 +1,1229 @@
+/* procpool.c -- _nativepool._ProcCore: the C half of nativepool.ProcessPool.
+ *
+ *   ProcessPool (Python) --> _Manager (Python) --> _ProcCore (C)
+ *                             starts, reaps and      pending tasks, one slot
+ *                             kills processes;       per worker (its channel
+ *                             runs the collector     and the task it runs),
+ *                             thread's loop          the collector's wait
+ *
+ * A task is a future whose call is the pickled (fn, args, kwargs), built by
+ * the Python side.  It goes to a worker's channel (np_chan) as
+ * [8-byte id][pickle]; the worker answers [id][status][pickle] (see
+ * _procworker.py).  Each worker has at most one task in flight, so a
+ * worker's death, a timeout or a cancel always knows which task it hit,
+ * and a long task never holds up a queued one that another worker could run.
+ *
+ * Who sends: a submit that finds an idle worker sends at once (with the
+ * GIL; a message that fits in the ring never blocks, a longer one streams
+ * with the GIL released); otherwise the task waits in the pending FIFO and
+ * the collector sends it when a worker answers (without the GIL).  A slot
+ * is claimed (slot->running set) under core->mutex, so exactly one thread
+ * sends a given task; slot->send_lock covers the tail of a send, during
+ * which the worker may already have answered and the collector may be
+ * sending the next task to the same channel.
+ *
+ * The collector (core._collect(), on a thread the Python side starts) is
+ * the only reader of every channel.  It waits in np_chan_wait_any over the
+ * live workers plus an eventfd (rung when workers come and go, on shutdown),
+ * without the GIL.  A reply completes its future without the GIL too: the
+ * reply bytes stay in the future (as a C API task's outcome, np_native.h)
+ * and are unpickled by whoever first reads the result with the GIL, so the
+ * collector takes the GIL only for stdlib waiters and done callbacks
+ * (np_future_finish_native), exactly like a native task's worker.
+ *
+ * What needs Python (reaping a dead worker, killing an overdue one, an
+ * initializer that failed) returns from _collect() as an event tuple; the
+ * manager acts and calls _collect() again.
+ *
+ * Lock order: core->mutex, then nothing.  slot->send_lock is taken without
+ * core->mutex and without the GIL (or with the GIL by a submit: the holder
+ * never needs the GIL while it holds it).
+ */
+#include "np_native.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "np_chan.h"
+
+/* Reply statuses: _procworker.py */
+enum { ST_OK = 0, ST_ERROR = 1, ST_RETIRED = 2, ST_INIT_FAILED = 3 };
+#define REPLY_HEADER 9
+#define BAD_MESSAGE (-1000)   /* a reply shorter than its header */
+
+enum { SLOT_FREE = 0, SLOT_LIVE, SLOT_STOPPING, SLOT_GONE };
+enum { KILL_NONE = 0, KILL_TIMEOUT, KILL_CANCEL, KILL_PROTOCOL };
+
+/* A process task, the capi.arg of its future's np_ncall. */
+typedef struct {
+    PyObject *payload;       /* bytes, the pickled call; NULL once sent by a
+                              * thread with the GIL */
+    PyObject *loads;         /* pickle.loads (strong) */
+    uint64_t id;
+    int64_t timeout_ns;      /* 0: none */
+    double timeout;          /* as given, for the message */
+    uint8_t status;          /* of the reply */
+    char *reply;             /* malloc'd reply (pickle part after header) */
+    size_t reply_len;
+    char *msg;               /* the whole malloc'd message */
+} proc_task;
+
+typedef struct {
+    np_chan *ch;             /* parent end, owned by chanobj */
+    PyObject *chanobj;       /* the _Channel (GIL) */
+    np_mutex send_lock;
+    np_future *running;      /* strong; the one task sent and not answered */
+    int64_t deadline;        /* of running: NP_FOREVER if none */
+    long pid;
+    int state;
+    int kill_reason;         /* why the manager was asked to kill it */
+    int64_t left;            /* tasks before it retires; -1 unlimited */
+} proc_slot;
+
+typedef struct {
+    PyObject_HEAD
+    np_state *st;
+    np_mutex mutex;          /* everything below but the constants */
+    proc_slot *slots;
+    int nslots;              /* max_workers */
+    int nlive;               /* LIVE or STOPPING */
+    int nspawning;           /* spawn hooks in progress */
+    np_future *head, *tail;  /* pending FIFO (task.base.next), strong refs */
+    Py_ssize_t npending;
+    uint64_t next_id;
+    uint64_t completed;
+    int closed;              /* shutdown: no new tasks */
+    int collecting;          /* a thread is inside _collect */
+    _Atomic int changed;     /* the set of live slots changed */
+    int control_fd;          /* eventfd: wakes the collector */
+    int64_t max_tasks;       /* per worker, -1 unlimited */
+    PyObject *broken;        /* message (str) once broken, or NULL */
+    PyObject *broken_cause;  /* or NULL */
+    PyObject *spawn;         /* callable: start one worker (it calls _attach) */
+    PyObject *broken_cls;    /* BrokenProcessPool */
+    PyObject *loads;         /* pickle.loads */
+} proc_core;
+
+#define CORE(op) ((proc_core *)(op))
+
+/* ---- the task -------------------------------------------------------------- */
+
+/* C API result function: unpickle the reply, with the GIL, once. */
+static PyObject *
+task_result(void *arg)
+{
+    proc_task *t = arg;
+    PyObject *view = PyMemoryView_FromMemory(t->reply ? t->reply : (char *)"",
+                                             (Py_ssize_t)t->reply_len, PyBUF_READ);
+    if (view == NULL) {
+        return NULL;
+    }
+    PyObject *v = PyObject_CallOneArg(t->loads, view);
+    Py_DECREF(view);
+    free(t->msg);
+    t->msg = t->reply = NULL;
+    if (v == NULL || t->status == ST_OK) {
+        return v;
+    }
+    /* ERROR: the worker's exception, its remote traceback as __cause__. */
+    np_raise_exception(v);
+    Py_DECREF(v);
+    return NULL;
+}
+
+static void
+task_cleanup(void *arg)
+{
+    proc_task *t = arg;
+    Py_XDECREF(t->payload);
+    Py_XDECREF(t->loads);
+    free(t->msg);
+    PyMem_Free(t);
+}
+
+static proc_task *
+future_task(np_future *f)
+{
+    return f->ncall ? (proc_task *)f->ncall->capi.arg : NULL;
+}
+
+/* The pending list links futures through task.base.next (an np_task *). */
+static inline np_future *
+next_future(np_future *f)
+{
+    np_task *t = f->task.base.next;
+    return t ? NP_TASK_FUTURE(t) : NULL;
+}
+
+/* release() of a process future: the pending list's or the slot's
+ * reference, dropped by a GIL holder (directly, or from the reclaim stack). */
+static void
+task_release(np_task *t, void *Py_UNUSED(worker))
+{
+    Py_DECREF(NP_TASK_FUTURE(t));
+}
+
+/* Drop a reference the core held, from a thread that may lack the GIL. */
+static void
+drop_ref(np_state *st, np_future *f, np_worker_ctx *ctx)
+{
+    if (np_worker_has_gil(ctx)) {
+        Py_DECREF(f);
+    }
+    else {
+        np_reclaim_push(st, &f->task);
+    }
+}
+
+/* ---- sending ---------------------------------------------------------------- */
+
+static void
+ring_control(proc_core *c)
+{
+    uint64_t one = 1;
+    ssize_t r;
+    do {
+        r = write(c->control_fd, &one, sizeof one);
+    } while (r < 0 && errno == EINTR);
+}
+
+/* Send f's task to the slot that f was just claimed for.  With the GIL
+ * (have_gil), a message that fits in the ring is copied without releasing
+ * it; a longer one streams with the GIL released.  A send can only fail
+ * because the worker is gone, which its channel reports to the collector,
+ * and the death path then fails f: nothing to do here. */
+static void
+send_task(proc_slot *s, np_future *f, int have_gil)
+{
+    proc_task *t = future_task(f);
+    PyObject *payload = t->payload;
+    if (have_gil) {
+        /* The GIL holder owns the payload from here (a result() elsewhere
+         * may free t while the GIL is released below). */
+        t->payload = NULL;
+    }
+    unsigned char hdr[8];
+    uint64_t id = t->id;
+    for (int i = 0; i < 8; i++) {
+        hdr[i] = (unsigned char)(id >> (8 * i));
+    }
+    struct iovec iov[2] = {
+        {hdr, sizeof hdr},
+        {PyBytes_AS_STRING(payload), (size_t)PyBytes_GET_SIZE(payload)},
+    };
+    size_t total = sizeof hdr + iov[1].iov_len;
+    int r = NP_ETIMEDOUT;
+    if (have_gil && total <= np_chan_ring_size(s->ch) / 2 &&
+        np_mutex_trylock(&s->send_lock)) {
+        r = np_chan_sendv(s->ch, iov, 2, 0);   /* fits: never waits */
+        np_mutex_unlock(&s->send_lock);
+    }
+    if (r == NP_ETIMEDOUT) {
+        PyThreadState *ts = have_gil ? PyEval_SaveThread() : NULL;
+        np_mutex_lock(&s->send_lock);
+        do {
+            /* EINTR: a signal; retry (the stream must not be left half
+             * sent).  The handler runs when the caller next checks. */
+            r = np_chan_sendv(s->ch, iov, 2, NP_FOREVER);
+        } while (r == NP_EINTR);
+        np_mutex_unlock(&s->send_lock);
+        if (ts != NULL) {
+            PyEval_RestoreThread(ts);
+        }
+    }
+    if (have_gil) {
+        Py_DECREF(payload);
+    }
+}
+
+static void
+send_stop(proc_slot *s)
+{
+    np_mutex_lock(&s->send_lock);
+    int r;
+    do {
+        r = np_chan_send(s->ch, "", 0, NP_FOREVER);
+    } while (r == NP_EINTR);
+    np_mutex_unlock(&s->send_lock);
+}
+
+/* core->mutex held: claim slot s for the task f (the caller's reference
+ * moves to the slot). */
+static void
+claim(proc_slot *s, np_future *f)
+{
+    proc_task *t = future_task(f);
+    s->running = f;
+    s->deadline = t->timeout_ns > 0 ? np_monotonic_ns() + t->timeout_ns : NP_FOREVER;
+    if (s->left > 0) {
+        s->left--;
+    }
+}
+
+/* core->mutex held: a live slot with nothing running that may take a task. */
+static proc_slot *
+idle_slot(proc_core *c)
+{
+    for (int i = 0; i < c->nslots; i++) {
+        proc_slot *s = &c->slots[i];
+        if (s->state == SLOT_LIVE && s->running == NULL && s->left != 0) {
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* core->mutex held: the first pending future, unlinked (ownership of the
+ * list's reference to the caller), or NULL. */
+static np_future *
+pop_pending(proc_core *c)
+{
+    np_future *f = c->head;
+    if (f != NULL) {
+        c->head = next_future(f);
+        if (c->head == NULL) {
+            c->tail = NULL;
+        }
+        f->task.base.next = NULL;
+        c->npending--;
+    }
+    return f;
+}
+
+/* Feed slot s from the pending list until it runs something or the list
+ * is empty.  Called without core->mutex; ctx says whether we hold the GIL.
+ * A future cancelled while pending is notified and dropped here. */
+static void
+feed_slot(proc_core *c, proc_slot *s, np_worker_ctx *ctx)
+{
+    for (;;) {
+        np_mutex_lock(&c->mutex);
+        np_future *f = NULL;
+        if (s->state == SLOT_LIVE && s->running == NULL && s->left != 0) {
+            f = pop_pending(c);
+            if (f != NULL) {
+                claim(s, f);
+            }
+        }
+        np_mutex_unlock(&c->mutex);
+        if (f == NULL) {
+            return;
+        }
+        if (np_future_set_running_nogil(c->st, f, ctx)) {
+            send_task(s, f, np_worker_has_gil(ctx));
+            return;
+        }
+        /* Cancelled while pending (waiters already told): unclaim. */
+        np_mutex_lock(&c->mutex);
+        s->running = NULL;
+        if (s->left >= 0) {
+            s->left++;
+        }
+        np_mutex_unlock(&c->mutex);
+        drop_ref(c->st, f, ctx);
+    }
+}
+
+/* ---- submitting ----------------------------------------------------------------- */
+
+static int
+check_open(proc_core *c)
+{
+    if (c->broken != NULL) {
+        PyObject *exc = PyObject_CallOneArg(c->broken_cls, c->broken);
+        if (exc != NULL) {
+            if (c->broken_cause != NULL) {
+                PyException_SetCause(exc, Py_NewRef(c->broken_cause));
+            }
+            np_raise_exception(exc);
+            Py_DECREF(exc);
+        }
+        return -1;
+    }
+    if (c->closed) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot schedule new futures after shutdown");
+        return -1;
+    }
+    if (c->st->interpreter_exiting) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot schedule new futures after interpreter shutdown");
+        return -1;
+    }
+    return 0;
+}
+
+/* A pending future for payload (a new reference), or NULL. */
+static np_future *
+new_task_future(proc_core *c, PyObject *payload, double timeout)
+{
+    np_future *f = np_future_new(c->st);
+    np_ncall *call = f ? np_ncall_alloc(0) : NULL;
+    proc_task *t = call ? PyMem_Calloc(1, sizeof *t) : NULL;
+    if (t == NULL) {
+        if (call != NULL) {
+            np_ncall_free(call);
+            PyErr_NoMemory();
+        }
+        Py_XDECREF(f);
+        return NULL;
+    }
+    t->payload = Py_NewRef(payload);
+    t->loads = Py_NewRef(c->loads);
+    t->timeout = timeout;
+    t->timeout_ns = timeout > 0 ? (int64_t)(timeout * 1e9) : 0;
+    if (timeout > 0 && t->timeout_ns <= 0) {
+        t->timeout_ns = 1;
+    }
+    call->capi.result = task_result;
+    call->capi.cleanup = task_cleanup;
+    call->capi.arg = t;
+    f->ncall = call;
+    f->task.base.release = task_release;
+    return f;
+}
+
+/* core.submit(payload, timeout=None) -> Future */
+static PyObject *
+core_submit(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    static char *kws[] = {"payload", "timeout", NULL};
+    proc_core *c = CORE(op);
+    PyObject *payload, *timeout_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!|O:submit", kws,
+                                     &PyBytes_Type, &payload, &timeout_obj)) {
+        return NULL;
+    }
+    double timeout = 0;
+    if (timeout_obj != Py_None) {
+        timeout = PyFloat_AsDouble(timeout_obj);
+        if (timeout == -1.0 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (!(timeout > 0) || timeout > 1e9) {
+            PyErr_SetString(PyExc_ValueError,
+                            "timeout must be a positive number of seconds");
+            return NULL;
+        }
+    }
+    np_reclaim_drain(c->st);
+    if (check_open(c) < 0) {
+        return NULL;
+    }
+    np_future *f = new_task_future(c, payload, timeout);
+    if (f == NULL) {
+        return NULL;
+    }
+    int spawn = 0;
+    np_mutex_lock(&c->mutex);
+    future_task(f)->id = c->next_id++;
+    proc_slot *s = idle_slot(c);
+    Py_INCREF(f);   /* the slot's or the list's */
+    if (s != NULL) {
+        claim(s, f);
+    }
+    else {
+        if (c->tail != NULL) {
+            c->tail->task.base.next = &f->task.base;
+        }
+        else {
+            c->head = f;
+        }
+        c->tail = f;
+        c->npending++;
+        /* No idle worker: start one if there is room, as the stdlib does. */
+        if (c->nlive + c->nspawning < c->nslots) {
+            c->nspawning++;
+            spawn = 1;
+        }
+    }
+    np_mutex_unlock(&c->mutex);
+    if (s != NULL) {
+        (void)np_future_try_start(f);   /* new: nobody else can see it */
+        send_task(s, f, 1);
+        return (PyObject *)f;
+    }
+    if (spawn) {
+        PyObject *r = PyObject_CallNoArgs(c->spawn);
+        np_mutex_lock(&c->mutex);
+        c->nspawning--;
+        int alone = r == NULL && c->nlive == 0 && c->nspawning == 0;
+        np_mutex_unlock(&c->mutex);
+        if (r == NULL && alone) {
+            /* No worker will ever run it: take it back and raise.  It is
+             * still pending unless another thread took it meanwhile. */
+            PyObject *exc = np_fetch_exception();
+            np_mutex_lock(&c->mutex);
+            np_future *prev = NULL, *p = c->head;
+            while (p != NULL && p != f) {
+                prev = p;
+                p = next_future(p);
+            }
+            if (p != NULL) {
+                np_task *next = f->task.base.next;
+                if (prev != NULL) {
+                    prev->task.base.next = next;
+                }
+                else {
+                    c->head = next ? NP_TASK_FUTURE(next) : NULL;
+                }
+                if (c->tail == f) {
+                    c->tail = prev;
+                }
+                f->task.base.next = NULL;
+                c->npending--;
+            }
+            np_mutex_unlock(&c->mutex);
+            if (p != NULL) {
+                Py_DECREF(f);   /* the list's */
+            }
+            np_raise_exception(exc);
+            Py_DECREF(exc);
+            Py_DECREF(f);
+            return NULL;
+        }
+        if (r == NULL) {
+            /* Other workers will run it; the spawn failure is logged. */
+            PyObject *exc = np_fetch_exception();
+            np_log_exc(c->st->np_logger, "error",
+                       "could not start a ProcessPool worker", NULL, exc);
+            Py_XDECREF(exc);
+        }
+        Py_XDECREF(r);
+    }
+    return (PyObject *)f;
+}
+
+/* ---- workers come and go (called by the manager, GIL held) -------------------- */
+
+/* core._attach(channel, pid) -> slot index: a started worker joins. */
+static PyObject *
+core_attach(PyObject *op, PyObject *args)
+{
+    proc_core *c = CORE(op);
+    PyObject *chanobj;
+    long pid;
+    if (!PyArg_ParseTuple(args, "Ol:_attach", &chanobj, &pid)) {
+        return NULL;
+    }
+    np_chan *ch = np_channel_chan(c->st, chanobj);
+    if (ch == NULL) {
+        return NULL;
+    }
+    np_mutex_lock(&c->mutex);
+    proc_slot *s = NULL;
+    int i;
+    for (i = 0; i < c->nslots; i++) {
+        if (c->slots[i].state == SLOT_FREE) {
+            s = &c->slots[i];
+            break;
+        }
+    }
+    if (s != NULL) {
+        s->ch = ch;
+        s->chanobj = Py_NewRef(chanobj);
+        s->pid = pid;
+        s->running = NULL;
+        s->kill_reason = KILL_NONE;
+        s->left = c->max_tasks;
+        s->state = SLOT_LIVE;
+        c->nlive++;
+    }
+    np_mutex_unlock(&c->mutex);
+    if (s == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "no free worker slot");
+        return NULL;
+    }
+    atomic_store(&c->changed, 1);
+    ring_control(c);
+    feed_slot(c, s, NULL);   /* tasks may wait already; they buffer in the ring */
+    return PyLong_FromLong(i);
+}
+
+static proc_slot *
+slot_arg(proc_core *c, PyObject *arg)
+{
+    long i = PyLong_AsLong(arg);
+    if (i == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (i < 0 || i >= c->nslots) {
+        PyErr_SetString(PyExc_IndexError, "no such worker slot");
+        return NULL;
+    }
+    return &c->slots[i];
+}
+
+/* core._slot_gone(slot, exc) -> bool: the worker of slot has ended (the
+ * manager reaped it).  Its running task fails with exc, or TimeoutError /
+ * CancelledError if the pool killed it for that; its channel is closed.
+ * True if a replacement should start. */
+static PyObject *
+core_slot_gone(PyObject *op, PyObject *args)
+{
+    proc_core *c = CORE(op);
+    PyObject *slotarg, *exc;
+    if (!PyArg_ParseTuple(args, "OO:_slot_gone", &slotarg, &exc)) {
+        return NULL;
+    }
+    proc_slot *s = slot_arg(c, slotarg);
+    if (s == NULL) {
+        return NULL;
+    }
+    if (s->state == SLOT_FREE) {
+        PyErr_SetString(PyExc_ValueError, "slot is not in use");
+        return NULL;
+    }
+    np_mutex_lock(&c->mutex);
+    np_future *f = s->running;
+    int reason = s->kill_reason;
+    s->running = NULL;
+    s->state = SLOT_FREE;
+    c->nlive--;
+    PyObject *chanobj = s->chanobj;
+    s->chanobj = NULL;
+    s->ch = NULL;
+    int replace = !c->closed && c->broken == NULL;
+    np_mutex_unlock(&c->mutex);
+    atomic_store(&c->changed, 1);
+    PyObject *r = chanobj ? PyObject_CallMethod(chanobj, "close", NULL) : NULL;
+    if (r == NULL) {
+        PyErr_Clear();   /* nobody else uses it: cannot fail */
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(chanobj);
+    if (f != NULL) {
+        PyObject *err;
+        proc_task *t = future_task(f);
+        if (reason == KILL_TIMEOUT && t != NULL) {
+            err = PyObject_CallFunction(
+                c->st->TimeoutError, "s",
+                "the task did not finish within its timeout; "
+                "its worker process was killed");
+        }
+        else if (reason == KILL_CANCEL) {
+            err = PyObject_CallFunction(
+                c->st->CancelledError, "s",
+                "the task was cancelled while running; "
+                "its worker process was killed");
+        }
+        else {
+            err = Py_NewRef(exc);
+        }
+        if (err == NULL) {
+            err = np_fetch_exception();
+        }
+        np_future_finish_exception(c->st, f, err);
+        Py_DECREF(err);
+        Py_DECREF(f);   /* the slot's */
+    }
+    return PyBool_FromLong(replace);
+}
+
+/* core._cancel_running(future) -> pid or None: ask that the worker
+ * running future be killed (the manager kills it; its death fails the
+ * future with CancelledError). */
+static PyObject *
+core_cancel_running(PyObject *op, PyObject *fut)
+{
+    proc_core *c = CORE(op);
+    long pid = -1;
+    np_mutex_lock(&c->mutex);
+    for (int i = 0; i < c->nslots; i++) {
+        proc_slot *s = &c->slots[i];
+        if (s->state != SLOT_FREE && (PyObject *)s->running == fut) {
+            if (s->kill_reason == KILL_NONE) {
+                s->kill_reason = KILL_CANCEL;
+            }
+            pid = s->pid;
+            break;
+        }
+    }
+    np_mutex_unlock(&c->mutex);
+    if (pid < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLong(pid);
+}
+
+/* Every pending future, unlinked (a list of strong references). */
+static np_future *
+take_pending(proc_core *c)
+{
+    np_mutex_lock(&c->mutex);
+    np_future *list = c->head;
+    c->head = c->tail = NULL;
+    c->npending = 0;
+    np_mutex_unlock(&c->mutex);
+    return list;
+}
+
+/* core._shutdown(cancel_futures): no new tasks; optionally cancel what is
+ * pending.  The collector then stops the workers once the rest is done. */
+static PyObject *
+core_shutdown(PyObject *op, PyObject *args)
+{
+    proc_core *c = CORE(op);
+    int cancel = 0;
+    if (!PyArg_ParseTuple(args, "|p:_shutdown", &cancel)) {
+        return NULL;
+    }
+    np_mutex_lock(&c->mutex);
+    c->closed = 1;
+    np_mutex_unlock(&c->mutex);
+    if (cancel) {
+        np_future *f = take_pending(c);
+        while (f != NULL) {
+            np_future *next = next_future(f);
+            f->task.base.next = NULL;
+            np_future_cancel_and_notify(c->st, f);
+            Py_DECREF(f);
+            f = next;
+        }
+    }
+    ring_control(c);
+    Py_RETURN_NONE;
+}
+
+/* core._set_broken(message, cause=None): the pool cannot go on (a worker's
+ * initializer failed).  Pending futures fail with BrokenProcessPool. */
+static PyObject *
+core_set_broken(PyObject *op, PyObject *args)
+{
+    proc_core *c = CORE(op);
+    PyObject *msg, *cause = Py_None;
+    if (!PyArg_ParseTuple(args, "U|O:_set_broken", &msg, &cause)) {
+        return NULL;
+    }
+    np_mutex_lock(&c->mutex);
+    c->closed = 1;   /* the workers stop once their tasks are done */
+    np_mutex_unlock(&c->mutex);
+    if (c->broken == NULL) {
+        c->broken = Py_NewRef(msg);
+        c->broken_cause = cause == Py_None ? NULL : Py_NewRef(cause);
+    }
+    np_future *f = take_pending(c);
+    while (f != NULL) {
+        np_future *next = next_future(f);
+        f->task.base.next = NULL;
+        if (check_open(c) < 0) {   /* raises the BrokenProcessPool */
+            PyObject *exc = np_fetch_exception();
+            if (np_future_set_running(c->st, f) > 0) {
+                np_future_finish_exception(c->st, f, exc);
+            }
+            else {
+                PyErr_Clear();
+            }
+            Py_XDECREF(exc);
+        }
+        Py_DECREF(f);
+        f = next;
+    }
+    ring_control(c);
+    Py_RETURN_NONE;
+}
+
+/* core._forked(message): in a child of os.fork(): this copy of the pool
+ * belongs to the parent.  Refuse new tasks; touch nothing else (the
+ * futures and workers are the parent's; no callback may run here). */
+static PyObject *
+core_forked(PyObject *op, PyObject *msg)
+{
+    proc_core *c = CORE(op);
+    c->closed = 1;
+    c->collecting = 0;
+    Py_XSETREF(c->broken, Py_NewRef(msg));
+    Py_CLEAR(c->broken_cause);
+    /* The parent's futures and channels: leaked on purpose (the parent
+     * owns them; releasing them here could run callbacks or close what
+     * the parent still uses). */
+    c->head = c->tail = NULL;
+    c->npending = 0;
+    for (int i = 0; i < c->nslots; i++) {
+        c->slots[i].running = NULL;
+        c->slots[i].chanobj = NULL;
+        c->slots[i].state = SLOT_FREE;
+    }
+    c->nlive = c->nspawning = 0;
+    c->mutex = (np_mutex)NP_MUTEX_INIT;
+    Py_RETURN_NONE;
+}
+
+/* core._check_open(): raise what submit would for a closed/broken pool. */
+static PyObject *
+core_check_open(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(CORE(op)) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ---- the collector ----------------------------------------------------------- */
+
+/* One reply from slot s (msg malloc'd, len >= REPLY_HEADER).  Returns an
+ * event for the manager (a new reference) or NULL for none; takes msg. */
+static int
+handle_reply(proc_core *c, proc_slot *s, char *msg, size_t len,
+             np_worker_ctx *ctx, char **init_failed, size_t *init_len)
+{
+    uint64_t id = 0;
+    for (int i = 0; i < 8; i++) {
+        id |= (uint64_t)(unsigned char)msg[i] << (8 * i);
+    }
+    uint8_t status = (uint8_t)msg[8];
+    if (status == ST_INIT_FAILED) {
+        *init_failed = msg;
+        *init_len = len;
+        return 1;
+    }
+    if (status == ST_RETIRED) {
+        free(msg);
+        return 0;   /* we send STOP ourselves; the worker only says so */
+    }
+    np_mutex_lock(&c->mutex);
+    np_future *f = s->running;
+    proc_task *t = f ? future_task(f) : NULL;
+    if (t == NULL || t->id != id || status > ST_ERROR) {
+        /* Not the task we sent: the stream cannot be trusted. */
+        s->kill_reason = KILL_PROTOCOL;
+        np_mutex_unlock(&c->mutex);
+        free(msg);
+        return 2;
+    }
+    s->running = NULL;
+    c->completed++;
+    int stop = s->left == 0 || (c->closed && c->head == NULL);
+    if (stop) {
+        s->state = SLOT_STOPPING;
+    }
+    np_mutex_unlock(&c->mutex);
+    t->status = status;
+    t->msg = msg;
+    t->reply = msg + REPLY_HEADER;
+    t->reply_len = len - REPLY_HEADER;
+    if (stop) {
+        send_stop(s);
+    }
+    else {
+        feed_slot(c, s, ctx);   /* the worker gets its next task first */
+    }
+    np_future_finish_native(c->st, f, ctx);
+    drop_ref(c->st, f, ctx);
+    return 0;
+}
+
+/* Returned to the manager by _collect. */
+static PyObject *
+event(const char *kind, int slot, long pid)
+{
+    return Py_BuildValue("(sil)", kind, slot, pid);
+}
+
+/* core._collect() -> event or None.  Waits (GIL released) and handles
+ * replies until something needs the manager:
+ *   ("gone", slot, pid)         the worker ended: reap it, then _slot_gone
+ *   ("kill", slot, pid)         kill this worker (overdue, or it broke the
+ *                               protocol); its death comes as "gone"
+ *   ("init_failed", slot, pid, bytes)  its initializer raised
+ * None: shut down and every worker stopped: the collector is done. */
+static PyObject *
+core_collect(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    proc_core *c = CORE(op);
+    np_mutex_lock(&c->mutex);
+    if (c->collecting) {
+        np_mutex_unlock(&c->mutex);
+        PyErr_SetString(PyExc_RuntimeError, "another thread is collecting");
+        return NULL;
+    }
+    c->collecting = 1;
+    np_mutex_unlock(&c->mutex);
+
+    int n = c->nslots;
+    np_chan **chans = PyMem_Calloc((size_t)n, sizeof *chans);
+    int *idx = PyMem_Calloc((size_t)n, sizeof *idx);
+    unsigned char *ready = PyMem_Calloc((size_t)n + 1, 1);
+    if (chans == NULL || idx == NULL || ready == NULL) {
+        PyMem_Free(chans);
+        PyMem_Free(idx);
+        PyMem_Free(ready);
+        c->collecting = 0;
+        return PyErr_NoMemory();
+    }
+    np_worker_ctx ctx = {PyEval_SaveThread()};
+    const char *kind = NULL;
+    int ev_slot = -1;
+    long ev_pid = 0;
+    char *init_msg = NULL;
+    size_t init_len = 0;
+    int nchans = 0;
+    atomic_store(&c->changed, 1);
+    while (kind == NULL) {
+        int64_t deadline = NP_FOREVER;
+        int64_t now = np_monotonic_ns();
+        int done = 0;
+        np_mutex_lock(&c->mutex);
+        if (atomic_exchange(&c->changed, 0)) {
+            nchans = 0;
+            for (int i = 0; i < n; i++) {
+                if (c->slots[i].state == SLOT_LIVE ||
+                    c->slots[i].state == SLOT_STOPPING) {
+                    chans[nchans] = c->slots[i].ch;
+                    idx[nchans++] = i;
+                }
+            }
+        }
+        for (int j = 0; j < nchans && kind == NULL; j++) {
+            proc_slot *s = &c->slots[idx[j]];
+            if (c->closed && c->head == NULL && s->state == SLOT_LIVE &&
+                s->running == NULL) {
+                s->state = SLOT_STOPPING;   /* shut down: nothing left for it */
+                np_mutex_unlock(&c->mutex);
+                send_stop(s);
+                np_mutex_lock(&c->mutex);
+            }
+            if (s->running != NULL && s->kill_reason == KILL_NONE) {
+                if (s->deadline <= now) {
+                    s->kill_reason = KILL_TIMEOUT;
+                    kind = "kill";
+                    ev_slot = idx[j];
+                    ev_pid = s->pid;
+                }
+                else if (s->deadline < deadline) {
+                    deadline = s->deadline;
+                }
+            }
+        }
+        done = c->closed && c->head == NULL && c->nlive == 0 && c->nspawning == 0;
+        np_mutex_unlock(&c->mutex);
+        if (kind != NULL || done) {
+            break;
+        }
+        int r = np_chan_wait_any(chans, (size_t)nchans, c->control_fd, ready,
+                                 deadline);
+        if (r == NP_ETIMEDOUT || r == NP_EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            kind = "error";
+            break;
+        }
+        if (ready[nchans]) {
+            uint64_t v;
+            while (read(c->control_fd, &v, sizeof v) < 0 && errno == EINTR) {
+            }
+        }
+        for (int j = 0; j < nchans && kind == NULL; j++) {
+            if (!ready[j]) {
+                continue;
+            }
+            proc_slot *s = &c->slots[idx[j]];
+            for (;;) {   /* every message waiting on this channel */
+                size_t size;
+                int rr = np_chan_recv_size(s->ch, &size, 0);
+                if (rr == NP_ETIMEDOUT || rr == NP_EINTR) {
+                    break;
+                }
+                if (rr == NP_OK && size < REPLY_HEADER) {
+                    rr = BAD_MESSAGE;
+                }
+                char *msg = NULL;
+                if (rr == NP_OK) {
+                    msg = malloc(size);
+                    if (msg == NULL) {
+                        rr = NP_ENOMEM;
+                    }
+                }
+                if (rr == NP_OK) {
+                    do {
+                        rr = np_chan_recv_data(s->ch, msg, NP_FOREVER);
+                    } while (rr == NP_EINTR);
+                }
+                if (rr == NP_OK) {
+                    int h = handle_reply(c, s, msg, size, &ctx, &init_msg,
+                                         &init_len);
+                    if (h == 1) {
+                        kind = "init_failed";
+                    }
+                    else if (h == 2) {
+                        kind = "kill";
+                    }
+                    else {
+                        continue;
+                    }
+                }
+                else {
+                    free(msg);
+                    if (rr == NP_ECLOSED) {
+                        kind = "gone";
+                        np_mutex_lock(&c->mutex);
+                        s->state = SLOT_GONE;
+                        np_mutex_unlock(&c->mutex);
+                        atomic_store(&c->changed, 1);
+                    }
+                    else {
+                        /* A message we cannot take (no memory, garbage):
+                         * the worker must go. */
+                        np_mutex_lock(&c->mutex);
+                        s->kill_reason = KILL_PROTOCOL;
+                        np_mutex_unlock(&c->mutex);
+                        kind = "kill";
+                    }
+                }
+                ev_slot = idx[j];
+                ev_pid = s->pid;
+                break;
+            }
+        }
+    }
+    np_worker_hold_gil(&ctx);
+    np_reclaim_drain(c->st);
+    PyMem_Free(chans);
+    PyMem_Free(idx);
+    PyMem_Free(ready);
+    np_mutex_lock(&c->mutex);
+    c->collecting = 0;
+    np_mutex_unlock(&c->mutex);
+    if (kind == NULL) {
+        Py_RETURN_NONE;
+    }
+    if (strcmp(kind, "error") == 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return NULL;
+    }
+    if (init_msg != NULL) {
+        PyObject *b = PyBytes_FromStringAndSize(init_msg + REPLY_HEADER,
+                                                (Py_ssize_t)(init_len - REPLY_HEADER));
+        free(init_msg);
+        if (b == NULL) {
+            return NULL;
+        }
+        return Py_BuildValue("(silN)", kind, ev_slot, ev_pid, b);
+    }
+    return event(kind, ev_slot, ev_pid);
+}
+
+/* ---- the object -------------------------------------------------------------- */
+
+static int
+core_init(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    static char *kws[] = {"max_workers", "spawn", "broken_cls", "max_tasks", NULL};
+    proc_core *c = CORE(op);
+    int nslots;
+    PyObject *spawn, *broken_cls, *max_tasks = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOO|O:_ProcCore", kws,
+                                     &nslots, &spawn, &broken_cls, &max_tasks)) {
+        return -1;
+    }
+    if (c->slots != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_ProcCore.__init__ called twice");
+        return -1;
+    }
+    if (nslots <= 0 || nslots > 1024) {
+        PyErr_SetString(PyExc_ValueError, "max_workers must be in 1..1024");
+        return -1;
+    }
+    c->max_tasks = -1;
+    if (max_tasks != Py_None) {
+        long long m = PyLong_AsLongLong(max_tasks);
+        if (m == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (m <= 0) {
+            PyErr_SetString(PyExc_ValueError,
+                            "max_tasks_per_child must be >= 1");
+            return -1;
+        }
+        c->max_tasks = m;
+    }
+    c->loads = np_import_attr("pickle", "loads");
+    if (c->loads == NULL) {
+        return -1;
+    }
+    c->control_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (c->control_fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    c->slots = PyMem_Calloc((size_t)nslots, sizeof *c->slots);
+    if (c->slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int i = 0; i < nslots; i++) {
+        c->slots[i].send_lock = (np_mutex)NP_MUTEX_INIT;
+    }
+    c->nslots = nslots;
+    c->st = np_state_from_type(Py_TYPE(op));
+    c->mutex = (np_mutex)NP_MUTEX_INIT;
+    c->spawn = Py_NewRef(spawn);
+    c->broken_cls = Py_NewRef(broken_cls);
+    return 0;
+}
+
+static PyObject *
+core_new(PyTypeObject *tp, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kw))
+{
+    proc_core *c = (proc_core *)tp->tp_alloc(tp, 0);
+    if (c != NULL) {
+        c->control_fd = -1;
+    }
+    return (PyObject *)c;
+}
+
+static int
+core_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    proc_core *c = CORE(op);
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(c->spawn);
+    Py_VISIT(c->broken_cls);
+    Py_VISIT(c->broken_cause);
+    return 0;
+}
+
+static int
+core_clear(PyObject *op)
+{
+    proc_core *c = CORE(op);
+    Py_CLEAR(c->spawn);
+    Py_CLEAR(c->broken_cause);
+    return 0;
+}
+
+static void
+core_dealloc(PyObject *op)
+{
+    proc_core *c = CORE(op);
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    /* Nobody collects any more (the collector holds a reference while it
+     * runs): what is still pending or running can never finish. */
+    np_future *f = take_pending(c);
+    while (f != NULL) {
+        np_future *next = next_future(f);
+        f->task.base.next = NULL;
+        np_future_cancel_and_notify(c->st, f);
+        Py_DECREF(f);
+        f = next;
+    }
+    for (int i = 0; i < c->nslots; i++) {
+        proc_slot *s = &c->slots[i];
+        Py_CLEAR(s->running);
+        Py_CLEAR(s->chanobj);   /* closes the channel: the worker exits */
+    }
+    PyMem_Free(c->slots);
+    if (c->control_fd >= 0) {
+        close(c->control_fd);
+    }
+    core_clear(op);
+    Py_CLEAR(c->broken_cls);
+    Py_CLEAR(c->broken);
+    Py_CLEAR(c->loads);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+core_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    proc_core *c = CORE(op);
+    np_mutex_lock(&c->mutex);
+    int running = 0;
+    for (int i = 0; i < c->nslots; i++) {
+        running += c->slots[i].running != NULL;
+    }
+    PyObject *d = Py_BuildValue(
+        "{sisisnsisKsKsi}", "workers", c->nlive, "spawning", c->nspawning,
+        "pending", c->npending, "running", running, "submitted",
+        (unsigned long long)c->next_id, "completed",
+        (unsigned long long)c->completed, "closed", c->closed);
+    np_mutex_unlock(&c->mutex);
+    return d;
+}
+
+/* core._slots() -> [(slot, pid, state)] for the live ones. */
+static PyObject *
+core_slots(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    proc_core *c = CORE(op);
+    PyObject *list = PyList_New(0);
+    np_mutex_lock(&c->mutex);
+    for (int i = 0; list != NULL && i < c->nslots; i++) {
+        proc_slot *s = &c->slots[i];
+        if (s->state == SLOT_FREE) {
+            continue;
+        }
+        PyObject *t = Py_BuildValue("(ili)", i, s->pid, s->running != NULL);
+        if (t == NULL || PyList_Append(list, t) < 0) {
+            Py_CLEAR(list);
+        }
+        Py_XDECREF(t);
+    }
+    np_mutex_unlock(&c->mutex);
+    return list;
+}
+
+static PyObject *
+core_get_broken(PyObject *op, void *Py_UNUSED(closure))
+{
+    proc_core *c = CORE(op);
+    return Py_NewRef(c->broken ? c->broken : Py_False);
+}
+
+static PyMethodDef core_methods[] = {
+    {"submit", (PyCFunction)(void (*)(void))core_submit,
+     METH_VARARGS | METH_KEYWORDS,
+     "submit($self, /, payload, timeout=None)\n--\n\nQueue a pickled call; a Future."},
+    {"_attach", core_attach, METH_VARARGS, "a started worker joins: its slot"},
+    {"_slot_gone", core_slot_gone, METH_VARARGS, "a worker was reaped"},
+    {"_cancel_running", core_cancel_running, METH_O,
+     "mark the worker running a future for killing: its pid, or None"},
+    {"_shutdown", core_shutdown, METH_VARARGS, "no new tasks"},
+    {"_set_broken", core_set_broken, METH_VARARGS, "the pool cannot go on"},
+    {"_forked", core_forked, METH_O, "in a fork child: the parent's pool"},
+    {"_check_open", core_check_open, METH_NOARGS, "raise if submit would"},
+    {"_collect", core_collect, METH_NOARGS, "the collector: next event or None"},
+    {"_stats", core_stats, METH_NOARGS, "counters (a dict)"},
+    {"_slots", core_slots, METH_NOARGS, "[(slot, pid, busy)]"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef core_getset[] = {
+    {"broken", core_get_broken, NULL, "the broken message, or False", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot core_slots_def[] = {
+    {Py_tp_doc, "The C half of a ProcessPool: tasks, worker slots, collector."},
+    {Py_tp_new, core_new},
+    {Py_tp_init, core_init},
+    {Py_tp_dealloc, core_dealloc},
+    {Py_tp_traverse, core_traverse},
+    {Py_tp_clear, core_clear},
+    {Py_tp_methods, core_methods},
+    {Py_tp_getset, core_getset},
+    {0, NULL},
+};
+
+static PyType_Spec core_spec = {
+    .name = "nativepool._nativepool._ProcCore",
+    .basicsize = sizeof(proc_core),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = core_slots_def,
+};
+
+int
+np_procpool_type_init(PyObject *module, np_state *st)
+{
+    st->proccore_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &core_spec, NULL);
+    if (st->proccore_type == NULL) {
+        return -1;
+    }
+    return np_module_add(module, "_ProcCore", (PyObject *)st->proccore_type);
+}
