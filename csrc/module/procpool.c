@@ -103,7 +103,7 @@ typedef struct {
     PyObject *broken_cause;  /* or NULL */
     PyObject *spawn;         /* callable: start one worker (it calls _attach) */
     PyObject *broken_cls;    /* BrokenProcessPool */
-    PyObject *loads;         /* pickle.loads */
+    PyObject *loads;         /* loads(memoryview) -> the reply's object */
 } proc_core;
 
 #define CORE(op) ((proc_core *)(op))
@@ -1011,12 +1011,14 @@ core_collect(PyObject *op, PyObject *Py_UNUSED(ignored))
 static int
 core_init(PyObject *op, PyObject *args, PyObject *kwargs)
 {
-    static char *kws[] = {"max_workers", "spawn", "broken_cls", "max_tasks", NULL};
+    static char *kws[] = {"max_workers", "spawn", "broken_cls", "max_tasks",
+                          "loads", NULL};
     proc_core *c = CORE(op);
     int nslots;
-    PyObject *spawn, *broken_cls, *max_tasks = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOO|O:_ProcCore", kws,
-                                     &nslots, &spawn, &broken_cls, &max_tasks)) {
+    PyObject *spawn, *broken_cls, *max_tasks = Py_None, *loads = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOO|OO:_ProcCore", kws,
+                                     &nslots, &spawn, &broken_cls, &max_tasks,
+                                     &loads)) {
         return -1;
     }
     if (c->slots != NULL) {
@@ -1040,7 +1042,7 @@ core_init(PyObject *op, PyObject *args, PyObject *kwargs)
         }
         c->max_tasks = m;
     }
-    c->loads = np_import_attr("pickle", "loads");
+    c->loads = loads ? Py_NewRef(loads) : np_import_attr("pickle", "loads");
     if (c->loads == NULL) {
         return -1;
     }

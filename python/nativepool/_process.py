@@ -28,19 +28,15 @@ import os
 import signal
 import sys
 import threading
+import pickle
 import time
+import traceback
 import weakref
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 
 from . import _nativepool, _procworker
 from ._future import Future
-try:
-    from ._pickling import dumps as _dumps
-except ImportError:   # TEMPORARY until _pickling lands
-    import pickle as _p
-
-    def _dumps(obj):
-        return _p.dumps(obj, protocol=5)
+from ._pickling import dumps as _dumps
 
 __all__ = ["ProcessPool", "ProcessPoolExecutor", "WorkerDiedError"]
 
@@ -61,6 +57,27 @@ class WorkerDiedError(BrokenProcessPool):
 
     def __reduce__(self):
         return (type(self), (self.args[0], self.pid, self.exitcode))
+
+
+def _with_traceback_cause(exc, err=None):
+    """err (or exc) with exc's formatted traceback as a _RemoteTraceback
+    __cause__, as the stdlib attaches it to errors of its feeder thread."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    err = exc if err is None else err
+    err.__cause__ = _RemoteTraceback('\n"""\n%s"""' % tb)
+    return err
+
+
+def _load_reply(data, _loads=pickle.loads):
+    """A worker's reply: the result, or the exception it raised.  One that
+    cannot be unpickled here fails its own future with BrokenProcessPool,
+    as in the stdlib (whose pool breaks for good; ours goes on)."""
+    try:
+        return _loads(data)
+    except Exception as exc:
+        raise _with_traceback_cause(exc, BrokenProcessPool(
+            "the result of this task could not be unpickled in the parent "
+            "process: %s: %s" % (type(exc).__name__, exc)))
 
 
 def _describe_exit(exitcode):
@@ -110,7 +127,8 @@ class _Manager:
         self.initializer = initializer
         self.initargs = tuple(initargs)
         self.core = _nativepool._ProcCore(
-            max_workers, self._spawn, BrokenProcessPool, max_tasks)
+            max_workers, self._spawn, BrokenProcessPool, max_tasks,
+            _load_reply)
         self.processes = {}           # pid -> multiprocessing.Process
         self.channels = {}            # pid -> its _Channel (the core's too)
         self.lock = threading.Lock()  # processes, thread
@@ -349,7 +367,7 @@ class ProcessPool(concurrent.futures.ProcessPoolExecutor):
         self._core._check_open()
         fut = Future()
         fut.set_running_or_notify_cancel()
-        fut.set_exception(exc)
+        fut.set_exception(_with_traceback_cause(exc))
         return fut
 
     def cancel_running(self, future):
