@@ -31,7 +31,10 @@ except ImportError:
 needs_cloudpickle = pytest.mark.skipif(cloudpickle is None,
                                        reason="cloudpickle is not installed")
 
-PYTHON_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "python"))
+# Where the nativepool under test lives (site-packages in CI, python/ in an
+# in-place build): subprocesses must import that one, built.
+import nativepool as _np  # noqa: E402
+PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(_np.__file__)))
 
 
 def add(a, b=0):
