@@ -204,7 +204,7 @@ def test_schedule_timeout_kills_overdue_task(pools):
     slow = p.schedule(nap, (30,), timeout=0.3)
     fine = p.schedule(nap, (0.05,), {"value": "ok"}, timeout=20)
     others = [p.submit(add, i) for i in range(10)]
-    with pytest.raises(TimeoutError) as info:
+    with pytest.raises(np.TimeoutError) as info:
         slow.result(timeout=HANG_TIMEOUT)
     assert "timeout" in str(info.value)
     assert fine.result(timeout=HANG_TIMEOUT) == "ok"
