@@ -446,6 +446,9 @@ np_core *np_pool_core(PyObject *pool);
 
 /* The raise-if-closed checks of submit(), alone: 0 open, -1 exception. */
 int np_core_check_open(np_core *core);
+/* The stdlib's RuntimeError for a submit to a pool that is shut down, or
+ * after the interpreter began to exit (every pool type): 0 or -1. */
+int np_check_not_shut_down(np_state *st, int shutdown);
 
 /* ---- native tasks (native.c, native_task.c) -------------------------------- */
 

@@ -328,31 +328,30 @@ feed_slot(proc_core *c, proc_slot *s, np_worker_ctx *ctx)
 
 /* ---- submitting ----------------------------------------------------------------- */
 
+/* The BrokenProcessPool a broken pool raises (a new reference), or NULL
+ * with an exception. */
+static PyObject *
+broken_exception(proc_core *c)
+{
+    PyObject *exc = PyObject_CallOneArg(c->broken_cls, c->broken);
+    if (exc != NULL && c->broken_cause != NULL) {
+        PyException_SetCause(exc, Py_NewRef(c->broken_cause));
+    }
+    return exc;
+}
+
 static int
 check_open(proc_core *c)
 {
     if (c->broken != NULL) {
-        PyObject *exc = PyObject_CallOneArg(c->broken_cls, c->broken);
+        PyObject *exc = broken_exception(c);
         if (exc != NULL) {
-            if (c->broken_cause != NULL) {
-                PyException_SetCause(exc, Py_NewRef(c->broken_cause));
-            }
             np_raise_exception(exc);
             Py_DECREF(exc);
         }
         return -1;
     }
-    if (c->closed) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "cannot schedule new futures after shutdown");
-        return -1;
-    }
-    if (c->st->interpreter_exiting) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "cannot schedule new futures after interpreter shutdown");
-        return -1;
-    }
-    return 0;
+    return np_check_not_shut_down(c->st, c->closed);
 }
 
 /* A pending future for payload (a new reference), or NULL. */
@@ -648,16 +647,34 @@ core_cancel_running(PyObject *op, PyObject *fut)
     return PyLong_FromLong(pid);
 }
 
-/* Every pending future, unlinked (a list of strong references). */
-static np_future *
-take_pending(proc_core *c)
+/* Give back every pending future: cancel it (fail == 0: cancelled and
+ * waiters told, as a queued task the pool gives back) or fail it with the
+ * pool's BrokenProcessPool.  GIL held. */
+static void
+abandon_pending(proc_core *c, int fail)
 {
     np_mutex_lock(&c->mutex);
-    np_future *list = c->head;
+    np_future *f = c->head;
     c->head = c->tail = NULL;
     c->npending = 0;
     np_mutex_unlock(&c->mutex);
-    return list;
+    while (f != NULL) {
+        np_future *next = next_future(f);
+        f->task.base.next = NULL;
+        if (!fail) {
+            np_future_cancel_and_notify(c->st, f);
+        }
+        else if (np_future_set_running(c->st, f) > 0) {
+            PyObject *exc = broken_exception(c);
+            np_future_finish_exception(c->st, f, exc);   /* NULL: the error */
+            Py_XDECREF(exc);
+        }
+        else {
+            PyErr_Clear();   /* cancelled meanwhile (or logged by set_running) */
+        }
+        Py_DECREF(f);
+        f = next;
+    }
 }
 
 /* core._shutdown(cancel_futures): no new tasks; optionally cancel what is
@@ -674,14 +691,7 @@ core_shutdown(PyObject *op, PyObject *args)
     c->closed = 1;
     np_mutex_unlock(&c->mutex);
     if (cancel) {
-        np_future *f = take_pending(c);
-        while (f != NULL) {
-            np_future *next = next_future(f);
-            f->task.base.next = NULL;
-            np_future_cancel_and_notify(c->st, f);
-            Py_DECREF(f);
-            f = next;
-        }
+        abandon_pending(c, 0);
     }
     ring_control(c);
     Py_RETURN_NONE;
@@ -704,23 +714,7 @@ core_set_broken(PyObject *op, PyObject *args)
         c->broken = Py_NewRef(msg);
         c->broken_cause = cause == Py_None ? NULL : Py_NewRef(cause);
     }
-    np_future *f = take_pending(c);
-    while (f != NULL) {
-        np_future *next = next_future(f);
-        f->task.base.next = NULL;
-        if (check_open(c) < 0) {   /* raises the BrokenProcessPool */
-            PyObject *exc = np_fetch_exception();
-            if (np_future_set_running(c->st, f) > 0) {
-                np_future_finish_exception(c->st, f, exc);
-            }
-            else {
-                PyErr_Clear();
-            }
-            Py_XDECREF(exc);
-        }
-        Py_DECREF(f);
-        f = next;
-    }
+    abandon_pending(c, 1);
     ring_control(c);
     Py_RETURN_NONE;
 }
@@ -1105,14 +1099,7 @@ core_dealloc(PyObject *op)
     PyObject_GC_UnTrack(op);
     /* Nobody collects any more (the collector holds a reference while it
      * runs): what is still pending or running can never finish. */
-    np_future *f = take_pending(c);
-    while (f != NULL) {
-        np_future *next = next_future(f);
-        f->task.base.next = NULL;
-        np_future_cancel_and_notify(c->st, f);
-        Py_DECREF(f);
-        f = next;
-    }
+    abandon_pending(c, 0);
     for (int i = 0; i < c->nslots; i++) {
         proc_slot *s = &c->slots[i];
         Py_CLEAR(s->running);

@@ -406,12 +406,18 @@ np_core_check_open(np_core *c)
         }
         return -1;
     }
-    if (c->shutdown) {
+    return np_check_not_shut_down(c->st, c->shutdown);
+}
+
+int
+np_check_not_shut_down(np_state *st, int shutdown)
+{
+    if (shutdown) {
         PyErr_SetString(PyExc_RuntimeError,
                         "cannot schedule new futures after shutdown");
         return -1;
     }
-    if (c->st->interpreter_exiting) {
+    if (st->interpreter_exiting) {
         PyErr_SetString(PyExc_RuntimeError,
                         "cannot schedule new futures after interpreter shutdown");
         return -1;

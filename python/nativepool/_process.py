@@ -26,7 +26,6 @@ import itertools
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import pickle
 import time
