@@ -54,6 +54,7 @@ MODULE = [
     "csrc/module/native_task.c",
     "csrc/module/channel.c",
     "csrc/module/procpool.c",
+    "csrc/module/procpool_collect.c",
 ]
 
 cflags = ["-std=c11", "-Wall", "-Wextra", "-pthread", "-fno-strict-aliasing"]

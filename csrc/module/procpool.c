@@ -1,112 +1,14 @@
-/* procpool.c -- _nativepool._ProcCore: the C half of nativepool.ProcessPool.
- *
- *   ProcessPool (Python) --> _Manager (Python) --> _ProcCore (C)
- *                             starts, reaps and      pending tasks, one slot
- *                             kills processes;       per worker (its channel
- *                             runs the collector     and the task it runs),
- *                             thread's loop          the collector's wait
- *
- * A task is a future whose call is the pickled (fn, args, kwargs), built by
- * the Python side.  It goes to a worker's channel (np_chan) as
- * [8-byte id][pickle]; the worker answers [id][status][pickle] (see
- * _procworker.py).  Each worker has at most one task in flight, so a
- * worker's death, a timeout or a cancel always knows which task it hit,
- * and a long task never holds up a queued one that another worker could run.
- *
- * Who sends: a submit that finds an idle worker sends at once (with the
- * GIL; a message that fits in the ring never blocks, a longer one streams
- * with the GIL released); otherwise the task waits in the pending FIFO and
- * the collector sends it when a worker answers (without the GIL).  A slot
- * is claimed (slot->running set) under core->mutex, so exactly one thread
- * sends a given task; slot->send_lock covers the tail of a send, during
- * which the worker may already have answered and the collector may be
- * sending the next task to the same channel.
- *
- * The collector (core._collect(), on a thread the Python side starts) is
- * the only reader of every channel.  It waits in np_chan_wait_any over the
- * live workers plus an eventfd (rung when workers come and go, on shutdown),
- * without the GIL.  A reply completes its future without the GIL too: the
- * reply bytes stay in the future (as a C API task's outcome, np_native.h)
- * and are unpickled by whoever first reads the result with the GIL, so the
- * collector takes the GIL only for stdlib waiters and done callbacks
- * (np_future_finish_native), exactly like a native task's worker.
- *
- * What needs Python (reaping a dead worker, killing an overdue one, an
- * initializer that failed) returns from _collect() as an event tuple; the
- * manager acts and calls _collect() again.
- *
- * Lock order: core->mutex, then nothing.  slot->send_lock is taken without
- * core->mutex and without the GIL (or with the GIL by a submit: the holder
- * never needs the GIL while it holds it).
+/* procpool.c -- _nativepool._ProcCore, the C half of nativepool.ProcessPool:
+ * its tasks, sending, submit, the workers coming and going, and the object.
+ * The design, the locking and the collector's place in it: procpool.h; the
+ * collector itself: procpool_collect.c.
  */
-#include "np_native.h"
+#include "procpool.h"
 
 #include <errno.h>
-#include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "np_chan.h"
-
-/* Reply statuses: _procworker.py */
-enum { ST_OK = 0, ST_ERROR = 1, ST_RETIRED = 2, ST_INIT_FAILED = 3 };
-#define REPLY_HEADER 9
-#define BAD_MESSAGE (-1000)   /* a reply shorter than its header */
-
-enum { SLOT_FREE = 0, SLOT_LIVE, SLOT_STOPPING, SLOT_GONE };
-enum { KILL_NONE = 0, KILL_TIMEOUT, KILL_CANCEL, KILL_PROTOCOL };
-
-/* A process task, the capi.arg of its future's np_ncall. */
-typedef struct {
-    PyObject *payload;       /* bytes, the pickled call; NULL once sent by a
-                              * thread with the GIL */
-    PyObject *loads;         /* pickle.loads (strong) */
-    uint64_t id;
-    int64_t timeout_ns;      /* 0: none */
-    double timeout;          /* as given, for the message */
-    uint8_t status;          /* of the reply */
-    char *reply;             /* malloc'd reply (pickle part after header) */
-    size_t reply_len;
-    char *msg;               /* the whole malloc'd message */
-} proc_task;
-
-typedef struct {
-    np_chan *ch;             /* parent end, owned by chanobj */
-    PyObject *chanobj;       /* the _Channel (GIL) */
-    np_mutex send_lock;
-    np_future *running;      /* strong; the one task sent and not answered */
-    int64_t deadline;        /* of running: NP_FOREVER if none */
-    long pid;
-    int state;
-    int kill_reason;         /* why the manager was asked to kill it */
-    int64_t left;            /* tasks before it retires; -1 unlimited */
-} proc_slot;
-
-typedef struct {
-    PyObject_HEAD
-    np_state *st;
-    np_mutex mutex;          /* everything below but the constants */
-    proc_slot *slots;
-    int nslots;              /* max_workers */
-    int nlive;               /* LIVE or STOPPING */
-    int nspawning;           /* spawn hooks in progress */
-    np_future *head, *tail;  /* pending FIFO (task.base.next), strong refs */
-    Py_ssize_t npending;
-    uint64_t next_id;
-    uint64_t completed;
-    int closed;              /* shutdown: no new tasks */
-    int collecting;          /* a thread is inside _collect */
-    _Atomic int changed;     /* the set of live slots changed */
-    int control_fd;          /* eventfd: wakes the collector */
-    int64_t max_tasks;       /* per worker, -1 unlimited */
-    PyObject *broken;        /* message (str) once broken, or NULL */
-    PyObject *broken_cause;  /* or NULL */
-    PyObject *spawn;         /* callable: start one worker (it calls _attach) */
-    PyObject *broken_cls;    /* BrokenProcessPool */
-    PyObject *loads;         /* loads(memoryview) -> the reply's object */
-} proc_core;
-
-#define CORE(op) ((proc_core *)(op))
 
 /* ---- the task -------------------------------------------------------------- */
 
@@ -143,8 +45,8 @@ task_cleanup(void *arg)
     PyMem_Free(t);
 }
 
-static proc_task *
-future_task(np_future *f)
+proc_task *
+np_proc_future_task(np_future *f)
 {
     return f->ncall ? (proc_task *)f->ncall->capi.arg : NULL;
 }
@@ -166,8 +68,8 @@ task_release(np_task *t, void *Py_UNUSED(worker))
 }
 
 /* Drop a reference the core held, from a thread that may lack the GIL. */
-static void
-drop_ref(np_state *st, np_future *f, np_worker_ctx *ctx)
+void
+np_proc_drop_ref(np_state *st, np_future *f, np_worker_ctx *ctx)
 {
     if (np_worker_has_gil(ctx)) {
         Py_DECREF(f);
@@ -197,7 +99,7 @@ ring_control(proc_core *c)
 static void
 send_task(proc_slot *s, np_future *f, int have_gil)
 {
-    proc_task *t = future_task(f);
+    proc_task *t = np_proc_future_task(f);
     PyObject *payload = t->payload;
     if (have_gil) {
         /* The GIL holder owns the payload from here (a result() elsewhere
@@ -238,8 +140,8 @@ send_task(proc_slot *s, np_future *f, int have_gil)
     }
 }
 
-static void
-send_stop(proc_slot *s)
+void
+np_proc_send_stop(proc_slot *s)
 {
     np_mutex_lock(&s->send_lock);
     int r;
@@ -254,7 +156,7 @@ send_stop(proc_slot *s)
 static void
 claim(proc_slot *s, np_future *f)
 {
-    proc_task *t = future_task(f);
+    proc_task *t = np_proc_future_task(f);
     s->running = f;
     s->deadline = t->timeout_ns > 0 ? np_monotonic_ns() + t->timeout_ns : NP_FOREVER;
     if (s->left > 0) {
@@ -295,8 +197,8 @@ pop_pending(proc_core *c)
 /* Feed slot s from the pending list until it runs something or the list
  * is empty.  Called without core->mutex; ctx says whether we hold the GIL.
  * A future cancelled while pending is notified and dropped here. */
-static void
-feed_slot(proc_core *c, proc_slot *s, np_worker_ctx *ctx)
+void
+np_proc_feed_slot(proc_core *c, proc_slot *s, np_worker_ctx *ctx)
 {
     for (;;) {
         np_mutex_lock(&c->mutex);
@@ -322,7 +224,7 @@ feed_slot(proc_core *c, proc_slot *s, np_worker_ctx *ctx)
             s->left++;
         }
         np_mutex_unlock(&c->mutex);
-        drop_ref(c->st, f, ctx);
+        np_proc_drop_ref(c->st, f, ctx);
     }
 }
 
@@ -371,7 +273,6 @@ new_task_future(proc_core *c, PyObject *payload, double timeout)
     }
     t->payload = Py_NewRef(payload);
     t->loads = Py_NewRef(c->loads);
-    t->timeout = timeout;
     t->timeout_ns = timeout > 0 ? (int64_t)(timeout * 1e9) : 0;
     if (timeout > 0 && t->timeout_ns <= 0) {
         t->timeout_ns = 1;
@@ -417,7 +318,7 @@ core_submit(PyObject *op, PyObject *args, PyObject *kwargs)
     }
     int spawn = 0;
     np_mutex_lock(&c->mutex);
-    future_task(f)->id = c->next_id++;
+    np_proc_future_task(f)->id = c->next_id++;
     proc_slot *s = idle_slot(c);
     Py_INCREF(f);   /* the slot's or the list's */
     if (s != NULL) {
@@ -537,7 +438,7 @@ core_attach(PyObject *op, PyObject *args)
     }
     atomic_store(&c->changed, 1);
     ring_control(c);
-    feed_slot(c, s, NULL);   /* tasks may wait already; they buffer in the ring */
+    np_proc_feed_slot(c, s, NULL);   /* tasks may wait already; they buffer in the ring */
     return PyLong_FromLong(i);
 }
 
@@ -595,7 +496,7 @@ core_slot_gone(PyObject *op, PyObject *args)
     Py_XDECREF(chanobj);
     if (f != NULL) {
         PyObject *err;
-        proc_task *t = future_task(f);
+        proc_task *t = np_proc_future_task(f);
         if (reason == KILL_TIMEOUT && t != NULL) {
             err = PyObject_CallFunction(
                 c->st->TimeoutError, "s",
@@ -753,251 +654,6 @@ core_check_open(PyObject *op, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     Py_RETURN_NONE;
-}
-
-/* ---- the collector ----------------------------------------------------------- */
-
-/* One reply from slot s (msg malloc'd, len >= REPLY_HEADER).  Returns an
- * event for the manager (a new reference) or NULL for none; takes msg. */
-static int
-handle_reply(proc_core *c, proc_slot *s, char *msg, size_t len,
-             np_worker_ctx *ctx, char **init_failed, size_t *init_len)
-{
-    uint64_t id = 0;
-    for (int i = 0; i < 8; i++) {
-        id |= (uint64_t)(unsigned char)msg[i] << (8 * i);
-    }
-    uint8_t status = (uint8_t)msg[8];
-    if (status == ST_INIT_FAILED) {
-        *init_failed = msg;
-        *init_len = len;
-        return 1;
-    }
-    if (status == ST_RETIRED) {
-        free(msg);
-        return 0;   /* we send STOP ourselves; the worker only says so */
-    }
-    np_mutex_lock(&c->mutex);
-    np_future *f = s->running;
-    proc_task *t = f ? future_task(f) : NULL;
-    if (t == NULL || t->id != id || status > ST_ERROR) {
-        /* Not the task we sent: the stream cannot be trusted. */
-        s->kill_reason = KILL_PROTOCOL;
-        np_mutex_unlock(&c->mutex);
-        free(msg);
-        return 2;
-    }
-    s->running = NULL;
-    c->completed++;
-    int stop = s->left == 0 || (c->closed && c->head == NULL);
-    if (stop) {
-        s->state = SLOT_STOPPING;
-    }
-    np_mutex_unlock(&c->mutex);
-    t->status = status;
-    t->msg = msg;
-    t->reply = msg + REPLY_HEADER;
-    t->reply_len = len - REPLY_HEADER;
-    if (stop) {
-        send_stop(s);
-    }
-    else {
-        feed_slot(c, s, ctx);   /* the worker gets its next task first */
-    }
-    np_future_finish_native(c->st, f, ctx);
-    drop_ref(c->st, f, ctx);
-    return 0;
-}
-
-/* Returned to the manager by _collect. */
-static PyObject *
-event(const char *kind, int slot, long pid)
-{
-    return Py_BuildValue("(sil)", kind, slot, pid);
-}
-
-/* core._collect() -> event or None.  Waits (GIL released) and handles
- * replies until something needs the manager:
- *   ("gone", slot, pid)         the worker ended: reap it, then _slot_gone
- *   ("kill", slot, pid)         kill this worker (overdue, or it broke the
- *                               protocol); its death comes as "gone"
- *   ("init_failed", slot, pid, bytes)  its initializer raised
- * None: shut down and every worker stopped: the collector is done. */
-static PyObject *
-core_collect(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    proc_core *c = CORE(op);
-    np_mutex_lock(&c->mutex);
-    if (c->collecting) {
-        np_mutex_unlock(&c->mutex);
-        PyErr_SetString(PyExc_RuntimeError, "another thread is collecting");
-        return NULL;
-    }
-    c->collecting = 1;
-    np_mutex_unlock(&c->mutex);
-
-    int n = c->nslots;
-    np_chan **chans = PyMem_Calloc((size_t)n, sizeof *chans);
-    int *idx = PyMem_Calloc((size_t)n, sizeof *idx);
-    unsigned char *ready = PyMem_Calloc((size_t)n + 1, 1);
-    if (chans == NULL || idx == NULL || ready == NULL) {
-        PyMem_Free(chans);
-        PyMem_Free(idx);
-        PyMem_Free(ready);
-        c->collecting = 0;
-        return PyErr_NoMemory();
-    }
-    np_worker_ctx ctx = {PyEval_SaveThread()};
-    const char *kind = NULL;
-    int ev_slot = -1;
-    long ev_pid = 0;
-    char *init_msg = NULL;
-    size_t init_len = 0;
-    int nchans = 0;
-    atomic_store(&c->changed, 1);
-    while (kind == NULL) {
-        int64_t deadline = NP_FOREVER;
-        int64_t now = np_monotonic_ns();
-        int done = 0;
-        np_mutex_lock(&c->mutex);
-        if (atomic_exchange(&c->changed, 0)) {
-            nchans = 0;
-            for (int i = 0; i < n; i++) {
-                if (c->slots[i].state == SLOT_LIVE ||
-                    c->slots[i].state == SLOT_STOPPING) {
-                    chans[nchans] = c->slots[i].ch;
-                    idx[nchans++] = i;
-                }
-            }
-        }
-        for (int j = 0; j < nchans && kind == NULL; j++) {
-            proc_slot *s = &c->slots[idx[j]];
-            if (c->closed && c->head == NULL && s->state == SLOT_LIVE &&
-                s->running == NULL) {
-                s->state = SLOT_STOPPING;   /* shut down: nothing left for it */
-                np_mutex_unlock(&c->mutex);
-                send_stop(s);
-                np_mutex_lock(&c->mutex);
-            }
-            if (s->running != NULL && s->kill_reason == KILL_NONE) {
-                if (s->deadline <= now) {
-                    s->kill_reason = KILL_TIMEOUT;
-                    kind = "kill";
-                    ev_slot = idx[j];
-                    ev_pid = s->pid;
-                }
-                else if (s->deadline < deadline) {
-                    deadline = s->deadline;
-                }
-            }
-        }
-        done = c->closed && c->head == NULL && c->nlive == 0 && c->nspawning == 0;
-        np_mutex_unlock(&c->mutex);
-        if (kind != NULL || done) {
-            break;
-        }
-        int r = np_chan_wait_any(chans, (size_t)nchans, c->control_fd, ready,
-                                 deadline);
-        if (r == NP_ETIMEDOUT || r == NP_EINTR) {
-            continue;
-        }
-        if (r < 0) {
-            kind = "error";
-            break;
-        }
-        if (ready[nchans]) {
-            uint64_t v;
-            while (read(c->control_fd, &v, sizeof v) < 0 && errno == EINTR) {
-            }
-        }
-        for (int j = 0; j < nchans && kind == NULL; j++) {
-            if (!ready[j]) {
-                continue;
-            }
-            proc_slot *s = &c->slots[idx[j]];
-            for (;;) {   /* every message waiting on this channel */
-                size_t size;
-                int rr = np_chan_recv_size(s->ch, &size, 0);
-                if (rr == NP_ETIMEDOUT || rr == NP_EINTR) {
-                    break;
-                }
-                if (rr == NP_OK && size < REPLY_HEADER) {
-                    rr = BAD_MESSAGE;
-                }
-                char *msg = NULL;
-                if (rr == NP_OK) {
-                    msg = malloc(size);
-                    if (msg == NULL) {
-                        rr = NP_ENOMEM;
-                    }
-                }
-                if (rr == NP_OK) {
-                    do {
-                        rr = np_chan_recv_data(s->ch, msg, NP_FOREVER);
-                    } while (rr == NP_EINTR);
-                }
-                if (rr == NP_OK) {
-                    int h = handle_reply(c, s, msg, size, &ctx, &init_msg,
-                                         &init_len);
-                    if (h == 1) {
-                        kind = "init_failed";
-                    }
-                    else if (h == 2) {
-                        kind = "kill";
-                    }
-                    else {
-                        continue;
-                    }
-                }
-                else {
-                    free(msg);
-                    if (rr == NP_ECLOSED) {
-                        kind = "gone";
-                        np_mutex_lock(&c->mutex);
-                        s->state = SLOT_GONE;
-                        np_mutex_unlock(&c->mutex);
-                        atomic_store(&c->changed, 1);
-                    }
-                    else {
-                        /* A message we cannot take (no memory, garbage):
-                         * the worker must go. */
-                        np_mutex_lock(&c->mutex);
-                        s->kill_reason = KILL_PROTOCOL;
-                        np_mutex_unlock(&c->mutex);
-                        kind = "kill";
-                    }
-                }
-                ev_slot = idx[j];
-                ev_pid = s->pid;
-                break;
-            }
-        }
-    }
-    np_worker_hold_gil(&ctx);
-    np_reclaim_drain(c->st);
-    PyMem_Free(chans);
-    PyMem_Free(idx);
-    PyMem_Free(ready);
-    np_mutex_lock(&c->mutex);
-    c->collecting = 0;
-    np_mutex_unlock(&c->mutex);
-    if (kind == NULL) {
-        Py_RETURN_NONE;
-    }
-    if (strcmp(kind, "error") == 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        return NULL;
-    }
-    if (init_msg != NULL) {
-        PyObject *b = PyBytes_FromStringAndSize(init_msg + REPLY_HEADER,
-                                                (Py_ssize_t)(init_len - REPLY_HEADER));
-        free(init_msg);
-        if (b == NULL) {
-            return NULL;
-        }
-        return Py_BuildValue("(silN)", kind, ev_slot, ev_pid, b);
-    }
-    return event(kind, ev_slot, ev_pid);
 }
 
 /* ---- the object -------------------------------------------------------------- */
@@ -1176,7 +832,7 @@ static PyMethodDef core_methods[] = {
     {"_set_broken", core_set_broken, METH_VARARGS, "the pool cannot go on"},
     {"_forked", core_forked, METH_O, "in a fork child: the parent's pool"},
     {"_check_open", core_check_open, METH_NOARGS, "raise if submit would"},
-    {"_collect", core_collect, METH_NOARGS, "the collector: next event or None"},
+    {"_collect", np_proc_collect, METH_NOARGS, "the collector: next event or None"},
     {"_stats", core_stats, METH_NOARGS, "counters (a dict)"},
     {"_slots", core_slots, METH_NOARGS, "[(slot, pid, busy)]"},
     {NULL, NULL, 0, NULL},

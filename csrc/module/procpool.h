@@ -1,0 +1,123 @@
+/* procpool.h -- _nativepool._ProcCore, the C half of nativepool.ProcessPool:
+ * what procpool.c (tasks, sending, submit, workers, the object) and
+ * procpool_collect.c (the collector) share.
+ *
+ *   ProcessPool (Python) --> _Manager (Python) --> _ProcCore (C)
+ *                             starts, reaps and      pending tasks, one slot
+ *                             kills processes;       per worker (its channel
+ *                             runs the collector     and the task it runs),
+ *                             thread's loop          the collector's wait
+ *
+ * A task is a future whose call is the pickled (fn, args, kwargs), built by
+ * the Python side.  It goes to a worker's channel (np_chan) as
+ * [8-byte id][pickle]; the worker answers [id][status][pickle] (see
+ * _procworker.py).  Each worker has at most one task in flight, so a
+ * worker's death, a timeout or a cancel always knows which task it hit,
+ * and a long task never holds up a queued one that another worker could run.
+ *
+ * Who sends: a submit that finds an idle worker sends at once (with the
+ * GIL; a message that fits in the ring never blocks, a longer one streams
+ * with the GIL released); otherwise the task waits in the pending FIFO and
+ * the collector sends it when a worker answers (without the GIL).  A slot
+ * is claimed (slot->running set) under core->mutex, so exactly one thread
+ * sends a given task; slot->send_lock covers the tail of a send, during
+ * which the worker may already have answered and the collector may be
+ * sending the next task to the same channel.
+ *
+ * The collector (core._collect(), on a thread the Python side starts) is
+ * the only reader of every channel.  It waits in np_chan_wait_any over the
+ * live workers plus an eventfd (rung when workers come and go, on shutdown),
+ * without the GIL.  A reply completes its future without the GIL too: the
+ * reply bytes stay in the future (as a C API task's outcome, np_native.h)
+ * and are unpickled by whoever first reads the result with the GIL, so the
+ * collector takes the GIL only for stdlib waiters and done callbacks
+ * (np_future_finish_native), exactly like a native task's worker.
+ *
+ * What needs Python (reaping a dead worker, killing an overdue one, an
+ * initializer that failed) returns from _collect() as an event tuple; the
+ * manager acts and calls _collect() again.
+ *
+ * Lock order: core->mutex, then nothing.  slot->send_lock is taken without
+ * core->mutex and without the GIL (or with the GIL by a submit: the holder
+ * never needs the GIL while it holds it).
+ */
+#ifndef NP_PROCPOOL_H
+#define NP_PROCPOOL_H
+
+#include "np_native.h"
+
+#include "np_chan.h"
+
+/* Reply statuses: _procworker.py */
+enum { ST_OK = 0, ST_ERROR = 1, ST_RETIRED = 2, ST_INIT_FAILED = 3 };
+#define REPLY_HEADER 9
+#define BAD_MESSAGE (-1000)   /* a reply shorter than its header */
+
+enum { SLOT_FREE = 0, SLOT_LIVE, SLOT_STOPPING, SLOT_GONE };
+enum { KILL_NONE = 0, KILL_TIMEOUT, KILL_CANCEL, KILL_PROTOCOL };
+
+/* A process task, the capi.arg of its future's np_ncall. */
+typedef struct {
+    PyObject *payload;       /* bytes, the pickled call; NULL once sent by a
+                              * thread with the GIL */
+    PyObject *loads;         /* the core's loads (strong) */
+    uint64_t id;
+    int64_t timeout_ns;      /* 0: none */
+    uint8_t status;          /* of the reply */
+    char *reply;             /* malloc'd reply (pickle part after header) */
+    size_t reply_len;
+    char *msg;               /* the whole malloc'd message */
+} proc_task;
+
+typedef struct {
+    np_chan *ch;             /* parent end, owned by chanobj */
+    PyObject *chanobj;       /* the _Channel (GIL) */
+    np_mutex send_lock;
+    np_future *running;      /* strong; the one task sent and not answered */
+    int64_t deadline;        /* of running: NP_FOREVER if none */
+    long pid;
+    int state;
+    int kill_reason;         /* why the manager was asked to kill it */
+    int64_t left;            /* tasks before it retires; -1 unlimited */
+} proc_slot;
+
+typedef struct {
+    PyObject_HEAD
+    np_state *st;
+    np_mutex mutex;          /* everything below but the constants */
+    proc_slot *slots;
+    int nslots;              /* max_workers */
+    int nlive;               /* LIVE or STOPPING */
+    int nspawning;           /* spawn hooks in progress */
+    np_future *head, *tail;  /* pending FIFO (task.base.next), strong refs */
+    Py_ssize_t npending;
+    uint64_t next_id;
+    uint64_t completed;
+    int closed;              /* shutdown: no new tasks */
+    int collecting;          /* a thread is inside _collect */
+    _Atomic int changed;     /* the set of live slots changed */
+    int control_fd;          /* eventfd: wakes the collector */
+    int64_t max_tasks;       /* per worker, -1 unlimited */
+    PyObject *broken;        /* message (str) once broken, or NULL */
+    PyObject *broken_cause;  /* or NULL */
+    PyObject *spawn;         /* callable: start one worker (it calls _attach) */
+    PyObject *broken_cls;    /* BrokenProcessPool */
+    PyObject *loads;         /* loads(memoryview) -> the reply's object */
+} proc_core;
+
+#define CORE(op) ((proc_core *)(op))
+
+/* procpool.c, for the collector.  The task of a process future. */
+proc_task *np_proc_future_task(np_future *f);
+/* Drop a reference the core held, from a thread that may lack the GIL. */
+void np_proc_drop_ref(np_state *st, np_future *f, np_worker_ctx *ctx);
+/* Tell slot s's worker to exit once it has read what came before. */
+void np_proc_send_stop(proc_slot *s);
+/* Feed slot s from the pending list until it runs something or the list is
+ * empty (no core->mutex held; ctx says whether we hold the GIL). */
+void np_proc_feed_slot(proc_core *c, proc_slot *s, np_worker_ctx *ctx);
+
+/* procpool_collect.c: core._collect() */
+PyObject *np_proc_collect(PyObject *op, PyObject *ignored);
+
+#endif /* NP_PROCPOOL_H */
