@@ -145,3 +145,71 @@ def read_global(*_args):
 
 def init_fail(message):
     raise RuntimeError(message)
+
+
+# ---- large buffers (tests/test_process_shared.py) ------------------------------
+
+def describe(x):
+    """What a large argument looks like where it arrives: its type, value
+    digest and, for an array, dtype, shape, order and writability."""
+    import hashlib
+    if type(x).__module__ == "numpy":
+        return ("ndarray", str(x.dtype), x.shape, bool(x.flags.c_contiguous),
+                bool(x.flags.f_contiguous), bool(x.flags.writeable),
+                hashlib.sha1(x.tobytes()).hexdigest())
+    if isinstance(x, (tuple, list)):
+        return (type(x).__name__,) + tuple(describe(v) for v in x)
+    if isinstance(x, dict):
+        return ("dict",) + tuple((k, describe(v)) for k, v in sorted(x.items()))
+    if isinstance(x, (bytes, bytearray)):
+        return (type(x).__name__, len(x), hashlib.sha1(x).hexdigest())
+    return (type(x).__name__, repr(x))
+
+
+def describe_call(*args, **kwargs):
+    return describe(args), describe(kwargs)
+
+
+def write_first(a, value):
+    """Write to the array the worker was given; what it reads back."""
+    a.flat[0] = value
+    return a.flat[0].item()
+
+
+def make_array(n, order="C"):
+    import numpy
+    return numpy.arange(n, dtype=numpy.float64).reshape(2, n // 2, order=order)
+
+
+def make_result(kind, n):
+    """A large result of a kind describe() knows."""
+    if kind == "bytes":
+        return sized(n)
+    if kind == "bytearray":
+        return bytearray(sized(n))
+    if kind == "array":
+        return make_array(n // 8)
+    if kind == "nested":
+        return {"a": make_array(n // 8), "b": [sized(n), make_array(n // 8, "F")]}
+    raise ValueError(kind)
+
+
+def buffer_fds():
+    """This process's open memfds of nativepool buffers."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if "nativepool-buffer" in os.readlink("/proc/self/fd/" + fd):
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def gated_describe(gate, x, started=None):
+    gated(gate, None, started)
+    return describe(x)
+
+
+def die_with(x):
+    os._exit(7)

@@ -16,6 +16,8 @@ import time
 import pytest
 
 from conftest import np, HANG_TIMEOUT
+from process_leftovers import (  # noqa: F401 (pools: a fixture)
+    pools, wait_until_true as _wait_until, workers as _workers)
 
 pytestmark = pytest.mark.nativepool_only
 
@@ -57,84 +59,6 @@ def pid_then_nap(seconds):
 
 def unpicklable_result():
     return threading.Lock()
-
-
-# ---- leftovers -----------------------------------------------------------------
-
-def _descendants():
-    """pid -> cmdline of every live descendant of this process."""
-    parents = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name) as f:
-                stat = f.read()
-            with open("/proc/%s/cmdline" % name, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        rest = stat[stat.rindex(")") + 2:].split()
-        if rest[0] == "Z":
-            continue
-        parents[int(name)] = (int(rest[1]), cmd)
-    out, todo = {}, [os.getpid()]
-    while todo:
-        p = todo.pop()
-        for child, (ppid, cmd) in parents.items():
-            if ppid == p and child not in out:
-                out[child] = cmd
-                todo.append(child)
-    return out
-
-
-def _workers():
-    """Live worker processes: descendants that are not multiprocessing's
-    own long-lived helpers (the forkserver, the resource tracker)."""
-    return {p: c for p, c in _descendants().items()
-            if "forkserver import main" not in c
-            and "resource_tracker" not in c}
-
-
-def _chan_fds():
-    n = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            if "nativepool-chan" in os.readlink("/proc/self/fd/" + fd):
-                n += 1
-        except OSError:
-            pass
-    return n
-
-
-def _wait_until(pred, timeout=HANG_TIMEOUT):
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-@pytest.fixture
-def pools():
-    """A ProcessPool factory (forkserver by default); at teardown every pool
-    is shut down and nothing may be left: no worker process, no channel."""
-    made = []
-    before_workers = set(_workers())
-
-    def factory(max_workers=2, method="forkserver", **kwargs):
-        p = ProcessPool(max_workers,
-                        mp_context=multiprocessing.get_context(method), **kwargs)
-        made.append(p)
-        return p
-
-    yield factory
-    for p in made:
-        p.shutdown(wait=True, cancel_futures=True)
-    assert _wait_until(lambda: not (set(_workers()) - before_workers)), \
-        "worker processes left behind: %r" % (set(_workers()) - before_workers)
-    assert _chan_fds() == 0, "channel segments left open"
 
 
 # ---- a worker that dies fails only its own task -----------------------------------

@@ -6,24 +6,49 @@
 #include "procpool.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 
 /* ---- the task -------------------------------------------------------------- */
 
-/* C API result function: unpickle the reply, with the GIL, once. */
+/* The fds of a reply's shared buffers as a tuple (-1: lost), or None. */
+static PyObject *
+reply_fds(proc_task *t)
+{
+    if (t->fds == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyObject *tup = PyTuple_New(t->nfds);
+    for (int i = 0; tup != NULL && i < t->nfds; i++) {
+        PyObject *v = PyLong_FromLong(t->fds[i]);
+        if (v == NULL) {
+            Py_CLEAR(tup);
+            break;
+        }
+        PyTuple_SET_ITEM(tup, i, v);
+    }
+    return tup;
+}
+
+/* C API result function: unpickle the reply, with the GIL, once:
+ * loads(memoryview, fds), fds those of its shared buffers (procpool_collect.c)
+ * or None; they are closed once it returns. */
 static PyObject *
 task_result(void *arg)
 {
     proc_task *t = arg;
     PyObject *view = PyMemoryView_FromMemory(t->reply ? t->reply : (char *)"",
                                              (Py_ssize_t)t->reply_len, PyBUF_READ);
-    if (view == NULL) {
-        return NULL;
+    PyObject *fds = view ? reply_fds(t) : NULL;
+    PyObject *v = NULL;
+    if (fds != NULL) {
+        v = PyObject_CallFunctionObjArgs(t->loads, view, fds, NULL);
     }
-    PyObject *v = PyObject_CallOneArg(t->loads, view);
-    Py_DECREF(view);
+    Py_XDECREF(view);
+    Py_XDECREF(fds);
+    np_proc_task_close_fds(t);
     free(t->msg);
     t->msg = t->reply = NULL;
     if (v == NULL || t->status == ST_OK) {
@@ -36,9 +61,31 @@ task_result(void *arg)
 }
 
 static void
+close_fds(int *fds, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (fds[i] >= 0) {
+            close(fds[i]);   /* EINTR: Linux has closed it anyway */
+        }
+    }
+    PyMem_RawFree(fds);
+}
+
+void
+np_proc_task_close_fds(proc_task *t)
+{
+    int *fds = t->fds;
+    int n = t->nfds;
+    t->fds = NULL;
+    t->nfds = 0;
+    close_fds(fds, n);
+}
+
+static void
 task_cleanup(void *arg)
 {
     proc_task *t = arg;
+    np_proc_task_close_fds(t);
     Py_XDECREF(t->payload);
     Py_XDECREF(t->loads);
     free(t->msg);
@@ -224,6 +271,7 @@ np_proc_feed_slot(proc_core *c, proc_slot *s, np_worker_ctx *ctx)
             s->left++;
         }
         np_mutex_unlock(&c->mutex);
+        np_proc_task_close_fds(np_proc_future_task(f));
         np_proc_drop_ref(c->st, f, ctx);
     }
 }
@@ -256,9 +304,51 @@ check_open(proc_core *c)
     return np_check_not_shut_down(c->st, c->closed);
 }
 
-/* A pending future for payload (a new reference), or NULL. */
+/* The fds argument of submit: a tuple of file descriptors, as a
+ * PyMem_Raw array (NULL and 0 for None or ()).  -1 with an exception. */
+static int
+fds_arg(PyObject *obj, int **fds, int *n)
+{
+    *fds = NULL;
+    *n = 0;
+    if (obj == Py_None || (PyTuple_Check(obj) && PyTuple_GET_SIZE(obj) == 0)) {
+        return 0;
+    }
+    if (!PyTuple_Check(obj) || PyTuple_GET_SIZE(obj) > 1024) {
+        PyErr_SetString(PyExc_TypeError,
+                        "fds must be a tuple of at most 1024 file descriptors");
+        return -1;
+    }
+    Py_ssize_t len = PyTuple_GET_SIZE(obj);
+    int *a = PyMem_RawMalloc((size_t)len * sizeof *a);
+    if (a == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < len; i++) {
+        int overflow;
+        long v = PyLong_AsLongAndOverflow(PyTuple_GET_ITEM(obj, i), &overflow);
+        if (v == -1 && PyErr_Occurred()) {
+            PyMem_RawFree(a);
+            return -1;
+        }
+        if (overflow || v < 0 || v > INT_MAX) {
+            PyMem_RawFree(a);
+            PyErr_SetString(PyExc_ValueError, "not a file descriptor");
+            return -1;
+        }
+        a[i] = (int)v;
+    }
+    *fds = a;
+    *n = (int)len;
+    return 0;
+}
+
+/* A pending future for payload (a new reference), or NULL.  It takes over
+ * fds (closed here on failure). */
 static np_future *
-new_task_future(proc_core *c, PyObject *payload, double timeout)
+new_task_future(proc_core *c, PyObject *payload, double timeout,
+                int *fds, int nfds)
 {
     np_future *f = np_future_new(c->st);
     np_ncall *call = f ? np_ncall_alloc(0) : NULL;
@@ -269,8 +359,11 @@ new_task_future(proc_core *c, PyObject *payload, double timeout)
             PyErr_NoMemory();
         }
         Py_XDECREF(f);
+        close_fds(fds, nfds);
         return NULL;
     }
+    t->fds = fds;
+    t->nfds = nfds;
     t->payload = Py_NewRef(payload);
     t->loads = Py_NewRef(c->loads);
     t->timeout_ns = timeout > 0 ? (int64_t)(timeout * 1e9) : 0;
@@ -285,34 +378,45 @@ new_task_future(proc_core *c, PyObject *payload, double timeout)
     return f;
 }
 
-/* core.submit(payload, timeout=None) -> Future */
+/* core.submit(payload, timeout=None, fds=None) -> Future.  fds: the
+ * memfds of the payload's shared buffers, which the core takes over from
+ * the moment the arguments are parsed: it closes them once the worker has
+ * answered (or is gone), or right away if the task never starts. */
 static PyObject *
 core_submit(PyObject *op, PyObject *args, PyObject *kwargs)
 {
-    static char *kws[] = {"payload", "timeout", NULL};
+    static char *kws[] = {"payload", "timeout", "fds", NULL};
     proc_core *c = CORE(op);
-    PyObject *payload, *timeout_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!|O:submit", kws,
-                                     &PyBytes_Type, &payload, &timeout_obj)) {
+    PyObject *payload, *timeout_obj = Py_None, *fds_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!|OO:submit", kws,
+                                     &PyBytes_Type, &payload, &timeout_obj,
+                                     &fds_obj)) {
+        return NULL;
+    }
+    int *fds, nfds;
+    if (fds_arg(fds_obj, &fds, &nfds) < 0) {
         return NULL;
     }
     double timeout = 0;
     if (timeout_obj != Py_None) {
         timeout = PyFloat_AsDouble(timeout_obj);
         if (timeout == -1.0 && PyErr_Occurred()) {
+            close_fds(fds, nfds);
             return NULL;
         }
         if (!(timeout > 0) || timeout > 1e9) {
             PyErr_SetString(PyExc_ValueError,
                             "timeout must be a positive number of seconds");
+            close_fds(fds, nfds);
             return NULL;
         }
     }
     np_reclaim_drain(c->st);
     if (check_open(c) < 0) {
+        close_fds(fds, nfds);
         return NULL;
     }
-    np_future *f = new_task_future(c, payload, timeout);
+    np_future *f = new_task_future(c, payload, timeout, fds, nfds);
     if (f == NULL) {
         return NULL;
     }
@@ -497,6 +601,9 @@ core_slot_gone(PyObject *op, PyObject *args)
     if (f != NULL) {
         PyObject *err;
         proc_task *t = np_proc_future_task(f);
+        if (t != NULL) {
+            np_proc_task_close_fds(t);
+        }
         if (reason == KILL_TIMEOUT && t != NULL) {
             err = PyObject_CallFunction(
                 c->st->TimeoutError, "s",
@@ -562,6 +669,7 @@ abandon_pending(proc_core *c, int fail)
     while (f != NULL) {
         np_future *next = next_future(f);
         f->task.base.next = NULL;
+        np_proc_task_close_fds(np_proc_future_task(f));
         if (!fail) {
             np_future_cancel_and_notify(c->st, f);
         }

@@ -67,6 +67,10 @@ typedef struct {
     char *reply;             /* malloc'd reply (pickle part after header) */
     size_t reply_len;
     char *msg;               /* the whole malloc'd message */
+    int *fds;                /* the task's shared-memory buffers (memfds the
+                              * worker opens through /proc): owned, closed
+                              * once the worker is done with them */
+    int nfds;
 } proc_task;
 
 typedef struct {
@@ -109,6 +113,9 @@ typedef struct {
 
 /* procpool.c, for the collector.  The task of a process future. */
 proc_task *np_proc_future_task(np_future *f);
+/* Close the task's shared buffers: the worker has answered or is gone (the
+ * thread that holds the core's reference to the task's future). */
+void np_proc_task_close_fds(proc_task *t);
 /* Drop a reference the core held, from a thread that may lack the GIL. */
 void np_proc_drop_ref(np_state *st, np_future *f, np_worker_ctx *ctx);
 /* Tell slot s's worker to exit once it has read what came before. */

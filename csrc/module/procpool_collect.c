@@ -9,6 +9,8 @@
 #include "procpool.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 
 /* What drain_slot found. */
@@ -23,6 +25,58 @@ typedef struct {
     unsigned char *ready;     /* nchans + 1: the last is the eventfd */
     int nchans;
 } watch_set;
+
+static uint32_t
+le32(const char *p)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    return (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 |
+           (uint32_t)u[3] << 24;
+}
+
+/* A result whose large buffers are in shared memory (_shared.py) starts
+ * with b"B", the worker's pid and n, then n times fd, size, read-only.
+ * The header's length if it is one, 0 for a plain pickle (PROTO first),
+ * -1 if it is malformed. */
+enum { SHARED_HEAD = 9, SHARED_ENTRY = 13 };
+
+static long
+shared_header(const char *p, size_t len)
+{
+    if (len == 0 || p[0] != 'B') {
+        return 0;
+    }
+    if (len < SHARED_HEAD) {
+        return -1;
+    }
+    uint32_t n = le32(p + 5);
+    if (n == 0 || n > 1024 || (len - SHARED_HEAD) / SHARED_ENTRY < n) {
+        return -1;
+    }
+    return SHARED_HEAD + SHARED_ENTRY * (long)n;
+}
+
+/* Open a result's shared buffers (a valid header) through /proc/<worker
+ * pid>/fd, before the worker hears from us again: it holds its fds until
+ * it reads its next message, which we send after this.  They go to t->fds,
+ * -1 for one that could not be opened (the worker was killed meanwhile),
+ * which the loads function reports, as it does t->fds == NULL (no memory). */
+static void
+open_result_buffers(proc_task *t, const char *p)
+{
+    uint32_t pid = le32(p + 1), n = le32(p + 5);
+    int *fds = PyMem_RawMalloc(n * sizeof *fds);
+    for (uint32_t i = 0; fds != NULL && i < n; i++) {
+        char path[64];
+        int32_t fdnum = (int32_t)le32(p + SHARED_HEAD + SHARED_ENTRY * i);
+        snprintf(path, sizeof path, "/proc/%u/fd/%d", (unsigned)pid, (int)fdnum);
+        do {
+            fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+        } while (fds[i] < 0 && errno == EINTR);
+    }
+    t->fds = fds;
+    t->nfds = fds ? (int)n : 0;
+}
 
 /* One reply from slot s (msg malloc'd, len >= REPLY_HEADER; taken).
  * Completes its future and feeds the slot; or returns EV_INIT_FAILED (msg
@@ -49,7 +103,8 @@ handle_reply(proc_core *c, proc_slot *s, char *msg, size_t len,
     np_mutex_lock(&c->mutex);
     np_future *f = s->running;
     proc_task *t = f ? np_proc_future_task(f) : NULL;
-    if (t == NULL || t->id != id || status > ST_ERROR) {
+    long shared = shared_header(msg + REPLY_HEADER, len - REPLY_HEADER);
+    if (t == NULL || t->id != id || status > ST_ERROR || shared < 0) {
         s->kill_reason = KILL_PROTOCOL;
         np_mutex_unlock(&c->mutex);
         free(msg);
@@ -62,6 +117,10 @@ handle_reply(proc_core *c, proc_slot *s, char *msg, size_t len,
         s->state = SLOT_STOPPING;
     }
     np_mutex_unlock(&c->mutex);
+    np_proc_task_close_fds(t);   /* the task's: the worker has read them */
+    if (shared > 0) {
+        open_result_buffers(t, msg + REPLY_HEADER);
+    }
     t->status = status;
     t->msg = msg;
     t->reply = msg + REPLY_HEADER;

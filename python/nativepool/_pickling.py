@@ -58,7 +58,7 @@ import pickle
 import sys
 import types
 
-__all__ = ["dumps"]
+__all__ = ["dumps", "large_bytes", "OOB_MIN"]
 
 PROTOCOL = 5
 
@@ -80,11 +80,15 @@ _cloudpickle = _UNRESOLVED
 _main_in_workers = _UNRESOLVED
 
 
-def dumps(obj):
+def dumps(obj, buffers=None):
     """pickle ``obj`` (a task: (fn, args, kwargs)) for a worker process,
-    protocol 5, by the rules of the module docstring."""
+    protocol 5, by the rules of the module docstring.  With a list as
+    ``buffers``, the pickle buffers of at least OOB_MIN bytes (numpy
+    arrays, large_bytes()) go out of band: appended to the list, in the
+    order pickle.loads(..., buffers=) wants them back."""
+    callback = None if buffers is None else buffer_callback(buffers)
     try:
-        data = _plain_dumps(obj, PROTOCOL)
+        data = _plain_dumps(obj, PROTOCOL, buffer_callback=callback)
     except Exception:
         # A lambda, a nested function, an unpicklable argument: the full
         # pickler decides (and raises the same error for the last).  It is
@@ -103,17 +107,72 @@ def dumps(obj):
                 or not data.partition(b"__main__")[1]
                 or _workers_have_main()):
             return data
-    return _dumps_slow(obj)
+    if buffers:
+        del buffers[:]    # the slow pickler starts over
+    return _dumps_slow(obj, callback)
 
 
-def _dumps_slow(obj):
+def _dumps_slow(obj, callback):
     cloudpickle = _get_cloudpickle()
     buf = io.BytesIO()
     if cloudpickle is None:
-        _Pickler(buf).dump(obj)
+        _Pickler(buf, callback).dump(obj)
     else:
-        _cloud_pickler(cloudpickle)(buf).dump(obj)
+        _cloud_pickler(cloudpickle)(buf, callback).dump(obj)
     return buf.getvalue()
+
+
+# --------------------------------------------------------------------------
+# out-of-band buffers
+
+# A buffer this large crosses in shared memory (a memfd the worker maps,
+# _process.py) rather than inside the pickle: below it, creating, filling
+# and mapping a memfd costs more than copying the bytes through the channel.
+OOB_MIN = 256 * 1024
+
+
+def buffer_callback(buffers):
+    def callback(pb):
+        # True: keep it in band.  raw() fails for a non-contiguous buffer,
+        # which cannot be one flat segment anyway.
+        try:
+            if pb.raw().nbytes < OOB_MIN:
+                return True
+        except BufferError:
+            return True
+        buffers.append(pb)
+        return False
+    return callback
+
+
+class LargeBytes:
+    """A bytes or bytearray object that pickles as a pickle buffer, so that
+    it can go out of band (pickle writes plain bytes in band, whatever the
+    protocol).  Loaded, it is the same type and value again (one copy out
+    of the buffer)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __reduce_ex__(self, protocol):
+        obj = self.obj
+        return (type(obj), (pickle.PickleBuffer(obj),))
+
+
+def large_bytes(values):
+    """``values`` (a tuple, or a dict's values) with each bytes or bytearray
+    of at least OOB_MIN bytes wrapped to go out of band: a tuple, or the
+    argument itself when there is none (the usual case, for the cost of
+    one pass over the arguments)."""
+    wrap = None
+    for i, v in enumerate(values):
+        if (type(v) is bytes or type(v) is bytearray) and len(v) >= OOB_MIN:
+            if wrap is None:
+                wrap = list(values)
+            wrap[i] = LargeBytes(v)
+    return values if wrap is None else tuple(wrap)
 
 
 def _get_cloudpickle():
@@ -288,8 +347,8 @@ class _Pickler(pickle.Pickler):
     reducer_override sees every object but None, bools, ints, floats, str,
     bytes and the built-in containers, so plain data costs nothing extra."""
 
-    def __init__(self, file):
-        super().__init__(file, PROTOCOL)
+    def __init__(self, file, buffer_callback=None):
+        super().__init__(file, PROTOCOL, buffer_callback=buffer_callback)
         self._namespaces = {}
 
     def reducer_override(self, obj):
@@ -378,8 +437,9 @@ def _cloud_pickler(cloudpickle):
     base = cloudpickle.CloudPickler
 
     class Pickler(base):
-        def __init__(self, file):
-            base.__init__(self, file, protocol=PROTOCOL)
+        def __init__(self, file, buffer_callback=None):
+            base.__init__(self, file, protocol=PROTOCOL,
+                          buffer_callback=buffer_callback)
 
         def reducer_override(self, obj):
             if ((type(obj) is _FunctionType or isinstance(obj, type))

@@ -27,7 +27,6 @@ import multiprocessing
 import os
 import signal
 import threading
-import pickle
 import time
 import traceback
 import weakref
@@ -35,7 +34,7 @@ from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 
 from . import _nativepool, _procworker
 from ._future import Future
-from ._pickling import dumps as _dumps
+from . import _shared
 
 __all__ = ["ProcessPool", "ProcessPoolExecutor", "WorkerDiedError"]
 
@@ -67,12 +66,13 @@ def _with_traceback_cause(exc, err=None):
     return err
 
 
-def _load_reply(data, _loads=pickle.loads):
-    """A worker's reply: the result, or the exception it raised.  One that
-    cannot be unpickled here fails its own future with BrokenProcessPool,
-    as in the stdlib (whose pool breaks for good; ours goes on)."""
+def _load_reply(data, fds=None, _load=_shared.load):
+    """A worker's reply: the result, or the exception it raised (``fds``:
+    its shared buffers, opened by the collector).  One that cannot be
+    unpickled here fails its own future with BrokenProcessPool, as in the
+    stdlib (whose pool breaks for good; ours goes on)."""
     try:
-        return _loads(data)
+        return _load(data, fds)
     except Exception as exc:
         raise _with_traceback_cause(exc, BrokenProcessPool(
             "the result of this task could not be unpickled in the parent "
@@ -120,8 +120,10 @@ class _Manager:
 
     _counter = itertools.count(1).__next__
 
-    def __init__(self, ctx, max_workers, initializer, initargs, max_tasks):
+    def __init__(self, ctx, max_workers, initializer, initargs, max_tasks,
+                 shared=True):
         self.ctx = ctx
+        self.shared = shared          # large buffers in shared memory
         self.forking = ctx.get_start_method() == "fork"
         self.initializer = initializer
         self.initargs = tuple(initargs)
@@ -142,7 +144,7 @@ class _Manager:
         submit, or by the collector to replace a dead worker)."""
         ch = _nativepool._Channel.create()
         args = (_procworker.ChildFds(ch.child_fds()), self.initializer,
-                self.initargs, None, self.forking)
+                self.initargs, None, self.forking, self.shared)
         p = self.ctx.Process(target=_procworker.main, args=args,
                              name="%s-worker" % self.name)
         p.start()
@@ -331,8 +333,9 @@ class ProcessPool(concurrent.futures.ProcessPoolExecutor):
         self._initializer = initializer
         self._initargs = initargs
         self._max_tasks_per_child = max_tasks_per_child
+        self._shared = _shared.enabled()
         self._manager = _Manager(mp_context, max_workers, initializer,
-                                 initargs, max_tasks_per_child)
+                                 initargs, max_tasks_per_child, self._shared)
         self._core = self._manager.core
         # Dropped without shutdown(): finish queued work, stop the workers.
         self._finalizer = weakref.finalize(self, self._manager.shutdown, False)
@@ -340,10 +343,10 @@ class ProcessPool(concurrent.futures.ProcessPoolExecutor):
     # -- submitting -------------------------------------------------------
     def submit(self, fn, /, *args, **kwargs):
         try:
-            payload = _dumps((fn, args, kwargs))
+            payload, fds = _shared.encode_task(fn, args, kwargs, self._shared)
         except Exception as exc:
             return self._failed(exc)
-        return self._core.submit(payload)
+        return self._core.submit(payload, None, fds)
 
     submit.__doc__ = concurrent.futures.Executor.submit.__doc__
 
@@ -355,10 +358,11 @@ class ProcessPool(concurrent.futures.ProcessPoolExecutor):
         if timeout is not None and not (timeout > 0):
             raise ValueError("timeout must be a positive number of seconds")
         try:
-            payload = _dumps((fn, tuple(args), dict(kwargs or {})))
+            payload, fds = _shared.encode_task(fn, tuple(args),
+                                               dict(kwargs or {}), self._shared)
         except Exception as exc:
             return self._failed(exc)
-        return self._core.submit(payload, timeout)
+        return self._core.submit(payload, timeout, fds)
 
     def _failed(self, exc):
         # Like the stdlib's feeder thread: an argument that cannot be

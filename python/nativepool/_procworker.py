@@ -5,7 +5,8 @@ Wire format, one channel message each (np_chan delivers messages whole and
 in order):
 
   parent -> worker   TASK: 8-byte little-endian task id, then
-                     pickle((fn, args, kwargs)) (protocol 5)
+                     pickle((fn, args, kwargs)) (protocol 5), its large
+                     buffers out of band in shared memory (_shared.py)
                      STOP: the empty message: finish and exit 0
   worker -> parent   8-byte task id, 1 status byte, then a pickle:
                      OK      the result
@@ -30,7 +31,7 @@ import struct
 import sys
 from concurrent.futures.process import _ExceptionWithTraceback
 
-from . import _nativepool
+from . import _nativepool, _shared
 
 OK = 0
 ERROR = 1
@@ -73,14 +74,30 @@ def decode_reply(msg):
     return task_id, status, value
 
 
+# The memfds of the last reply's shared buffers (_shared.py): the parent
+# opens them when the reply arrives, before it sends anything else, so they
+# are closed when the next message comes (or when the process ends).
+_held = []
+_shared_ok = True   # main()'s shared
+
+
+def _release_held():
+    while _held:
+        os.close(_held.pop())
+
+
 def _reply(ch, task_id, status, value):
     try:
-        data = pickle.dumps(value, protocol=5)
+        data, fds = _shared.encode_result(value, _shared_ok)
     except BaseException as exc:   # an unpicklable result: fail that task only
         status = ERROR
-        data = pickle.dumps(_ExceptionWithTraceback(exc, exc.__traceback__),
-                            protocol=5)
-    ch.send(_REPLY.pack(task_id, status) + data)
+        data, fds = pickle.dumps(_ExceptionWithTraceback(exc, exc.__traceback__),
+                                 protocol=5), None
+    try:
+        ch.send(_REPLY.pack(task_id, status) + data)
+    finally:
+        if fds:
+            _held.extend(fds)
 
 
 PARENT_FD = 5   # NP_CHAN_FD_PARENT: readable once the parent is gone
@@ -111,12 +128,14 @@ def _error(exc):
     return _ExceptionWithTraceback(exc, exc.__traceback__)
 
 
-def main(fds, initializer=None, initargs=(), max_tasks=None, forked=False):
+def main(fds, initializer=None, initargs=(), max_tasks=None, forked=False,
+         shared=True):
     """Run tasks from the channel whose child fds are ``fds`` (a ChildFds
     or a sequence of ints) until STOP, until ``max_tasks`` are done, or
     until the parent is gone.  ``forked``: this process is a fork of the
     pool's: release the copies of the parent's channels it inherited (after
-    attaching its own: they own its fds until then)."""
+    attaching its own: they own its fds until then).  ``shared``: results
+    may put large buffers in shared memory (_shared.py)."""
     if isinstance(fds, ChildFds):
         fds = fds.fds
     ch = _nativepool._Channel.attach(fds)
@@ -126,6 +145,7 @@ def main(fds, initializer=None, initargs=(), max_tasks=None, forked=False):
         from . import _process
         for other in _process._channels():
             other._forget()
+        _shared.close_inherited()
     else:
         for fd in fds:
             os.close(fd)
@@ -136,17 +156,20 @@ def main(fds, initializer=None, initargs=(), max_tasks=None, forked=False):
             _reply(ch, -1, INIT_FAILED, _error(exc))
             ch.close()
             sys.exit(1)
+    global _shared_ok
+    _shared_ok = shared
     done = 0
     while max_tasks is None or done < max_tasks:
         try:
             msg = ch.recv()
         except EOFError:
             break                       # the parent is gone, or closed us
+        _release_held()
         if not msg:
             break                       # STOP
         (task_id,) = _ID.unpack_from(msg)
         try:
-            fn, args, kwargs = pickle.loads(memoryview(msg)[HEADER:])
+            fn, args, kwargs = _shared.load(memoryview(msg)[HEADER:])
             msg = None
             result = fn(*args, **kwargs)
         except BaseException as exc:
@@ -158,4 +181,11 @@ def main(fds, initializer=None, initargs=(), max_tasks=None, forked=False):
         done += 1
     else:
         _reply(ch, -1, RETIRED, done)
+        if _held:
+            # The parent opens the last result's buffers, then says STOP.
+            try:
+                ch.recv()
+            except EOFError:
+                pass
+    _release_held()
     ch.close()
