@@ -60,8 +60,8 @@ task_result(void *arg)
     return NULL;
 }
 
-static void
-close_fds(int *fds, int n)
+void
+np_proc_close_fds(int *fds, int n)
 {
     for (int i = 0; i < n; i++) {
         if (fds[i] >= 0) {
@@ -78,7 +78,7 @@ np_proc_task_close_fds(proc_task *t)
     int n = t->nfds;
     t->fds = NULL;
     t->nfds = 0;
-    close_fds(fds, n);
+    np_proc_close_fds(fds, n);
 }
 
 static void
@@ -359,7 +359,7 @@ new_task_future(proc_core *c, PyObject *payload, double timeout,
             PyErr_NoMemory();
         }
         Py_XDECREF(f);
-        close_fds(fds, nfds);
+        np_proc_close_fds(fds, nfds);
         return NULL;
     }
     t->fds = fds;
@@ -401,19 +401,19 @@ core_submit(PyObject *op, PyObject *args, PyObject *kwargs)
     if (timeout_obj != Py_None) {
         timeout = PyFloat_AsDouble(timeout_obj);
         if (timeout == -1.0 && PyErr_Occurred()) {
-            close_fds(fds, nfds);
+            np_proc_close_fds(fds, nfds);
             return NULL;
         }
         if (!(timeout > 0) || timeout > 1e9) {
             PyErr_SetString(PyExc_ValueError,
                             "timeout must be a positive number of seconds");
-            close_fds(fds, nfds);
+            np_proc_close_fds(fds, nfds);
             return NULL;
         }
     }
     np_reclaim_drain(c->st);
     if (check_open(c) < 0) {
-        close_fds(fds, nfds);
+        np_proc_close_fds(fds, nfds);
         return NULL;
     }
     np_future *f = new_task_future(c, payload, timeout, fds, nfds);

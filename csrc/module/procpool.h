@@ -116,6 +116,8 @@ proc_task *np_proc_future_task(np_future *f);
 /* Close the task's shared buffers: the worker has answered or is gone (the
  * thread that holds the core's reference to the task's future). */
 void np_proc_task_close_fds(proc_task *t);
+/* Close fds (skipping -1s) and free the PyMem_Raw array. */
+void np_proc_close_fds(int *fds, int n);
 /* Drop a reference the core held, from a thread that may lack the GIL. */
 void np_proc_drop_ref(np_state *st, np_future *f, np_worker_ctx *ctx);
 /* Tell slot s's worker to exit once it has read what came before. */

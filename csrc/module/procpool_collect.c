@@ -117,7 +117,12 @@ handle_reply(proc_core *c, proc_slot *s, char *msg, size_t len,
         s->state = SLOT_STOPPING;
     }
     np_mutex_unlock(&c->mutex);
-    np_proc_task_close_fds(t);   /* the task's: the worker has read them */
+    /* The task's buffers (the worker has read or mapped them) are closed
+     * once the future is finished: closing the last reference frees their
+     * pages, which takes milliseconds for large ones. */
+    int *task_fds = t->fds, task_nfds = t->nfds;
+    t->fds = NULL;
+    t->nfds = 0;
     if (shared > 0) {
         open_result_buffers(t, msg + REPLY_HEADER);
     }
@@ -132,6 +137,7 @@ handle_reply(proc_core *c, proc_slot *s, char *msg, size_t len,
         np_proc_feed_slot(c, s, ctx);   /* the worker gets its next task first */
     }
     np_future_finish_native(c->st, f, ctx);
+    np_proc_close_fds(task_fds, task_nfds);
     np_proc_drop_ref(c->st, f, ctx);
     return EV_NONE;
 }

@@ -399,10 +399,19 @@ class ProcessPool(concurrent.futures.ProcessPoolExecutor):
             raise ValueError("buffersize must be None or > 0")
         if timeout is not None:
             end_time = timeout + time.monotonic()
-        it = zip(*iterables)
+        if chunksize > 1 and len(iterables) == 1:
+            # A chunk of the items themselves, not of 1-tuples: pickle
+            # memoizes every tuple, which made pickling the chunks most of
+            # the parent's work.
+            it = iter(iterables[0])
+        else:
+            it = zip(*iterables)
         if chunksize == 1:
             tasks = it
             call = (lambda args: (fn,) + args)
+        elif len(iterables) == 1:
+            tasks = iter(lambda: tuple(itertools.islice(it, chunksize)), ())
+            call = (lambda chunk: (_procworker.map_chunk, fn, chunk))
         else:
             from concurrent.futures.process import _process_chunk
             tasks = iter(lambda: tuple(itertools.islice(it, chunksize)), ())

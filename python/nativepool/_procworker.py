@@ -124,6 +124,11 @@ def _start_parent_watch(fd):
                      name="nativepool-parent-watch").start()
 
 
+def map_chunk(fn, items):
+    """A chunk of ProcessPool.map over one iterable: fn of each item."""
+    return list(map(fn, items))
+
+
 def _error(exc):
     return _ExceptionWithTraceback(exc, exc.__traceback__)
 

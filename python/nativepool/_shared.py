@@ -1,36 +1,44 @@
-"""Large buffers cross to a ProcessPool worker in shared memory (private).
+"""Large buffers cross between a ProcessPool and its workers in shared
+memory (private).
 
-A task (fn, args, kwargs) is pickled with protocol 5; each pickle buffer of
-at least _pickling.OOB_MIN bytes (a numpy array's data, a large bytes or
-bytearray argument: _pickling.large_bytes) goes out of band instead of
-into the pickle.  The parent copies each one into a memfd of its own (one
-copy, made by the kernel in os.write) and sends, ahead of the pickle:
+Tasks and results are pickled with protocol 5; each pickle buffer of at
+least _pickling.OOB_MIN bytes (a numpy array's data anywhere in it; a large
+bytes or bytearray argument or result at the top level, which
+_pickling.LargeBytes turns into a buffer) goes out of band instead of into
+the pickle.  The sender copies each one into a memfd of its own (one copy,
+made by the kernel in os.write) and sends, ahead of the pickle:
 
-    b"B", the parent's pid (u32), the buffer count n (u32),
-    n times: the memfd's fd number in the parent (i32), its size (u64),
+    b"B", the sender's pid (u32), the buffer count n (u32),
+    n times: the memfd's fd number in the sender (i32), its size (u64),
              1 if the buffer is read-only (u8)
 
-The worker opens each memfd through /proc/<parent pid>/fd/<fd> (a new
-open of the same memory, which needs no fd passing over a socket) and
-loads the pickle with these buffers:
+The receiver opens each memfd through /proc/<sender pid>/fd/<fd> (a new
+open of the same memory: no fd passing over a socket) and loads the pickle
+with these buffers:
   - a writable one (a numpy array's) is the memfd mapped copy-on-write: the
     array is rebuilt over the map without a copy, and stays writable, its
-    writes private to the worker (as with a copy);
+    writes private to the receiver (as with a copy);
   - a read-only one (a bytes object's) is read into a new bytes object
     (_nativepool._read_shared, one copy by the kernel), which pickle hands
-    to the rebuilding function as it is, so that the bytes argument is that
+    to the rebuilding function as it is, so that the bytes received is that
     object (bytes(b) is b).
-A plain task starts with pickle's PROTO opcode (0x80), never b"B".
+A plain message starts with pickle's PROTO opcode (0x80), never b"B".
 
-The parent's fds are owned by the C core from submit on (core.submit's
-fds): it closes them when the worker answers (the worker has mapped them
-by then), when the worker is gone, or when the task never runs.  Once the
-parent has closed its fd and the worker has dropped its maps, the memory
-is freed: nothing is left behind, whoever dies.
+Who closes what, so that no memfd outlives its use whoever dies:
+  - a task's: the parent's C core owns them from submit on (core.submit's
+    fds) and closes them when the worker answers (the worker opened them
+    before running the task), when the worker is gone, or when the task
+    never runs;
+  - a result's: the worker keeps them until it reads its next message; the
+    collector opens them (procpool_collect.c) as soon as the reply arrives,
+    before it sends that worker anything; the future holds them until its
+    result is loaded, then closes them.  A worker killed between its reply
+    and that open loses them: the future fails with BrokenProcessPool.
+Once every fd and map of a memfd is gone, the kernel frees its memory.
 
-NATIVEPOOL_NO_SHARED_BUFFERS=1 (read when a pool is created) keeps every
-buffer inside the pickle, for a system where a worker may not open the
-parent's /proc/<pid>/fd.
+NATIVEPOOL_NO_SHARED_BUFFERS=1 (read when a pool is created, and passed to
+its workers) keeps every buffer inside the pickle, for a system where one
+process may not open another's /proc/<pid>/fd.
 """
 import mmap
 import os

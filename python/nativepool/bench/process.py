@@ -495,6 +495,51 @@ def bench_cpu_serial(sizes):
     return t1 - t0
 
 
+def _bare_worker(conn, n, calls):
+    conn.send("ready")
+    conn.recv()
+    conn.send([cpu_intensive(n) for _ in range(calls)])
+    conn.close()
+
+
+def bench_cpu_bare(sizes):
+    """cpu: the machine's ceiling for this workload: WORKERS bare processes
+    (no pool), already started and waiting, each making its share of the
+    ``n_cpu_tasks`` calls; timed from "go" to the last result."""
+    n = calibration(sizes)["n"]
+    calls = sizes["n_cpu_tasks"] // WORKERS
+    ensure_forkserver()
+    ctx = mp_context()
+    procs, conns = [], []
+    try:
+        for _ in range(WORKERS):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_bare_worker, args=(child, n, calls))
+            p.start()
+            child.close()
+            procs.append(p)
+            conns.append(parent)
+        for c in conns:
+            c.recv()
+        gc.collect()
+        t0 = perf_counter()
+        for c in conns:
+            c.send("go")
+        out = [x for c in conns for x in c.recv()]
+        t1 = perf_counter()
+    finally:
+        for c in conns:
+            c.close()
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    if out != [sum_squares_value(n)] * (calls * WORKERS):
+        raise AssertionError("cpu_intensive returned a wrong result")
+    return t1 - t0
+
+
 def bench_startup(impl, n_starts):
     """startup: ``n_starts`` times (the seconds summed): create a pool,
     submit noop WORKERS times, wait for every result, shut it down."""
@@ -609,6 +654,10 @@ def _rows():
                             "4 x cpu_intensive(n)", ROLE_FLOOR,
                             bench_cpu_serial, baseline=baseline,
                             per_task=per_task, unit=unit))
+            rows.append(Row("cpu.bare", "cpu: %d bare processes, no pool: "
+                            "2 x cpu_intensive(n) each" % WORKERS, ROLE_REF,
+                            bench_cpu_bare, baseline=baseline,
+                            per_task=per_task, unit=unit))
     return rows
 
 
@@ -638,6 +687,8 @@ def _notes(row_key, medians, sizes):
                                                                  WORKERS))
         else:
             parts.append(_vs(medians, row_key, "cpu.serial", "serial"))
+        if impl == "bare":
+            parts.append("this machine's ceiling")
     if group == "startup" and impl == "stdlib":
         parts.append("forkserver server already running")
     if row_key in _ISSUE_US and (group != "bytes" or sizes["mib"] == 64):
@@ -679,7 +730,7 @@ register_section(Section(
     # and a 64 MiB pipe transfer ~0.3 s (the issue measured 78 us and 34
     # ms): full ~50 s, --quick ~15 s.  --quick sends 16 MiB.
     sizes_full={"n_tasks": 1000, "n_items": 100000, "chunksize": 1000,
-                "mib": 64, "n_transfers": 1, "n_cpu_tasks": 4, "task_s": 0.2,
+                "mib": 64, "n_transfers": 3, "n_cpu_tasks": 4, "task_s": 0.2,
                 "n_starts": 5},
     sizes_quick={"n_tasks": 300, "n_items": 20000, "chunksize": 1000,
                  "mib": 16, "n_transfers": 1, "n_cpu_tasks": 4,
