@@ -4,6 +4,7 @@ cancelling running tasks, terminate/kill_workers, unpicklable tasks, and a
 parent that is killed.  After every test the pool's processes and channel
 segments must all be gone (the `leftovers` fixture checks)."""
 import ctypes
+import gc
 import multiprocessing
 import os
 import signal
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import traceback
 
 import pytest
 
@@ -286,3 +288,32 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path, method):
 
     assert _wait_until(lambda: all(gone(p) for p in pids)), \
         "workers outlived their parent"
+
+
+# ---- an error nobody reads still shows --------------------------------------------
+
+def fail(message):
+    raise ValueError(message)
+
+
+def test_unread_worker_exception_is_logged(pools, log_capture):
+    """As for a thread's task: a future whose exception was never looked
+    at logs it when it goes away, remote traceback and all."""
+    records = log_capture("nativepool")
+    p = pools(1)
+    f = p.submit(fail, "nobody reads this")
+    read = p.submit(fail, "this one is read")
+    with pytest.raises(ValueError):
+        read.result(HANG_TIMEOUT)
+    np.wait([f], HANG_TIMEOUT)
+    del f, read
+
+    def logged():
+        gc.collect()
+        p.submit(add, 1).result(HANG_TIMEOUT)   # drains deferred releases
+        return [r for r in records
+                if "never retrieved" in r.getMessage()]
+    assert _wait_until(logged)
+    [rec] = logged()
+    assert "nobody reads this" in rec.getMessage()
+    assert "in fail" in "".join(traceback.format_exception(*rec.exc_info))

@@ -118,7 +118,7 @@ np_ncall_run(np_ncall *c)
 int
 np_ncall_failed(np_ncall *c)
 {
-    return c != NULL && c->k.status != NP_K_OK;
+    return c != NULL && (c->k.status != NP_K_OK || c->capi.failed);
 }
 
 static void

@@ -30,6 +30,9 @@ typedef struct np_capi_call {
     void (*cleanup)(void *arg);       /* or NULL */
     void *arg;
     int cleaned;                      /* cleanup already called */
+    int failed;                       /* result will raise (set before the
+                                       * future finishes): a finalizer
+                                       * loads it to log it if unread */
 } np_capi_call;
 
 struct np_ncall {

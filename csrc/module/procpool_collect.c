@@ -127,6 +127,7 @@ handle_reply(proc_core *c, proc_slot *s, char *msg, size_t len,
         open_result_buffers(t, msg + REPLY_HEADER);
     }
     t->status = status;
+    f->ncall->capi.failed = status == ST_ERROR;
     t->msg = msg;
     t->reply = msg + REPLY_HEADER;
     t->reply_len = len - REPLY_HEADER;
