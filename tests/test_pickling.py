@@ -580,3 +580,63 @@ def test_script_main_pickles_by_reference(tmp_path):
     """))
     out = python(args=[str(script)])
     assert out.split() == ["True", "True", "False", "False"]
+
+
+# --------------------------------------------------------------------------
+# results that name a notebook's functions and classes
+
+NOTEBOOK_RESULTS = """
+import nativepool
+
+class Point:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+class NotebookError(Exception):
+    pass
+
+def make(x):
+    return Point(x, -x)
+
+def get_class():
+    return Point
+
+def raise_it():
+    raise NotebookError("from the worker")
+
+def square(x):
+    return x * x
+
+def get_function():
+    return square
+
+with nativepool.ProcessPool(1) as pool:
+    p = pool.submit(make, 3).result()
+    print(type(p) is Point, p.x, p.y)
+    print(pool.submit(get_class).result() is Point)
+    try:
+        pool.submit(raise_it).result()
+    except NotebookError as exc:
+        print("caught", exc)
+    f = pool.submit(get_function).result()
+    print(f is square, f(4))
+"""
+
+
+@needs_cloudpickle
+def test_notebook_objects_come_back_as_the_notebooks_own():
+    """A notebook's class (by value, with cloudpickle) whose instance, the
+    class itself, an exception of it or a notebook function is the result:
+    the parent gets its own objects back, not copies the worker made."""
+    out = python(NOTEBOOK_RESULTS)
+    assert out.splitlines() == ["True 3 -3", "True", "caught from the worker",
+                                "True 16"]
+
+
+def test_notebook_function_comes_back_as_the_notebooks_own_without_cloudpickle():
+    code = NOTEBOOK_RESULTS.split("with nativepool")[0] + textwrap.dedent("""
+        with nativepool.ProcessPool(1) as pool:
+            f = pool.submit(get_function).result()
+            print(f is square, f(4))
+    """)
+    assert python(code, env={"NATIVEPOOL_NO_CLOUDPICKLE": "1"}).split() == ["True", "16"]

@@ -44,6 +44,11 @@ reference the worker lacks: when they name no __main__ at all, or when
 __main__ is not file-less.  Only a failure, or a reference to a file-less
 __main__, takes the slower pickler.
 
+A result goes back with dumps_result (in the worker): plain pickle, except
+that a function or class of the parent's file-less __main__ (which came by
+value) goes back by reference to the parent's __main__, so that the parent
+gets its own class and functions back, not copies.
+
 cloudpickle is imported on first need.  NATIVEPOOL_NO_CLOUDPICKLE=1 in the
 environment (read at each use; empty or 0 means unset) makes this module
 behave as if cloudpickle were not installed; tests do the same in-process
@@ -58,7 +63,7 @@ import pickle
 import sys
 import types
 
-__all__ = ["dumps", "large_bytes", "OOB_MIN"]
+__all__ = ["dumps", "dumps_result", "large_bytes", "OOB_MIN"]
 
 PROTOCOL = 5
 
@@ -120,6 +125,47 @@ def _dumps_slow(obj, callback):
     else:
         _cloud_pickler(cloudpickle)(buf, callback).dump(obj)
     return buf.getvalue()
+
+
+# --------------------------------------------------------------------------
+# results: what a task sends back
+
+def dumps_result(obj, buffers=None):
+    """pickle a task's result (or exception) in the worker, for the parent.
+    Plain pickle, except that a function or class the parent's __main__
+    sent by value (rule 2 or 3: a notebook's), which the worker's __main__
+    lacks, goes back by reference to the parent's __main__: the parent gets
+    its own object again (a notebook class's instance is an instance of the
+    notebook's class).  ``buffers``: as for dumps()."""
+    callback = None if buffers is None else buffer_callback(buffers)
+    try:
+        return _plain_dumps(obj, PROTOCOL, buffer_callback=callback)
+    except Exception:
+        pass   # see dumps(): the retry raises its own error, if any
+    if buffers:
+        del buffers[:]
+    buf = io.BytesIO()
+    _ResultPickler(buf, PROTOCOL, buffer_callback=callback).dump(obj)
+    return buf.getvalue()
+
+
+class _ResultPickler(pickle.Pickler):
+    def reducer_override(self, obj):
+        if ((type(obj) is _FunctionType or isinstance(obj, type))
+                and getattr(obj, "__module__", None) == "__main__"):
+            qualname = obj.__qualname__
+            if "<" not in qualname and _lookup("__main__", qualname) is not obj:
+                return (_main_attr, (qualname,))
+        return NotImplemented
+
+
+def _main_attr(qualname):
+    """The object named qualname in this process's __main__ (the parent's:
+    where a result naming a notebook's function or class is loaded)."""
+    obj = _modules["__main__"]
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 # --------------------------------------------------------------------------

@@ -46,8 +46,7 @@ import pickle
 import struct
 
 from . import _nativepool
-from ._pickling import (OOB_MIN, PROTOCOL, buffer_callback, LargeBytes,
-                        dumps, large_bytes)
+from ._pickling import OOB_MIN, LargeBytes, dumps, dumps_result, large_bytes
 
 __all__ = ["enabled", "encode_task", "encode_result", "load", "close_inherited"]
 
@@ -86,11 +85,11 @@ def encode_result(value, shared=True):
     buffers in memfds the worker keeps open (fds) until the parent has
     opened them, or None."""
     if not shared:
-        return pickle.dumps(value, PROTOCOL), None
+        return dumps_result(value), None
     if (type(value) is bytes or type(value) is bytearray) and len(value) >= OOB_MIN:
         value = LargeBytes(value)
     buffers = []
-    data = pickle.dumps(value, PROTOCOL, buffer_callback=buffer_callback(buffers))
+    data = dumps_result(value, buffers)
     if not buffers:
         return data, None
     return _share(data, buffers)
