@@ -55,10 +55,6 @@ def segfault():
     ctypes.string_at(0)
 
 
-def pid_then_nap(seconds):
-    return os.getpid(), time.sleep(seconds)
-
-
 def unpicklable_result():
     return threading.Lock()
 
@@ -102,11 +98,17 @@ def test_every_worker_dies_in_turn(pools):
     assert [f.result(timeout=HANG_TIMEOUT) for f in good] == list(range(10))
 
 
-def test_worker_killed_from_outside(pools):
+def touch_then_nap(path, seconds):
+    open(path, "w").close()
+    time.sleep(seconds)
+
+
+def test_worker_killed_from_outside(pools, tmp_path):
     """What the OOM killer does: SIGKILL from another process."""
     p = pools(1)
-    f = p.submit(pid_then_nap, 30)
-    assert _wait_until(lambda: p._core._stats()["running"] == 1)
+    started = str(tmp_path / "started")
+    f = p.submit(touch_then_nap, started, 30)
+    assert _wait_until(lambda: os.path.exists(started))
     (victim,) = p._processes
     os.kill(victim, signal.SIGKILL)
     with pytest.raises(WorkerDiedError, match="SIGKILL"):
@@ -317,3 +319,103 @@ def test_unread_worker_exception_is_logged(pools, log_capture):
     [rec] = logged()
     assert "nobody reads this" in rec.getMessage()
     assert "in fail" in "".join(traceback.format_exception(*rec.exc_info))
+
+
+# ---- a task its worker never read runs elsewhere ------------------------------------
+
+def pid_of(*_args):
+    return os.getpid()
+
+
+def _stopped_worker(p):
+    """The pid of p's only worker, stopped (SIGSTOP): what it is sent stays
+    unread in its channel."""
+    w = p.submit(pid_of).result(HANG_TIMEOUT)
+    os.kill(w, signal.SIGSTOP)
+    return w
+
+
+def _requeued(p):
+    return p._core._stats()["pending"] == 1
+
+
+@pytest.mark.parametrize("size", [100, 2 << 20], ids=["fits", "streams"])
+def test_task_unread_by_a_dead_worker_runs_on_another(pools, size):
+    """A worker that dies before it has read its task (here: stopped, then
+    killed) never ran it: the task goes to the replacement instead of
+    failing.  A message longer than the channel's ring dies part-sent."""
+    p = pools(1)
+    w = _stopped_worker(p)
+    killer = threading.Timer(0.3, os.kill, (w, signal.SIGKILL))
+    killer.start()   # a long message blocks submit until the worker is gone
+    try:
+        f = p.submit(pid_of, b"x" * size)
+        assert f.running()
+        if size < 1000:
+            time.sleep(0.3)
+        new = f.result(HANG_TIMEOUT)
+    finally:
+        killer.join()
+    assert new != w
+    assert p.submit(pid_of).result(HANG_TIMEOUT) == new
+
+
+def _hold_replacements(p, monkeypatch):
+    """Replacement workers start only once the returned event is set, so a
+    requeued task waits in the pending list meanwhile."""
+    gate = threading.Event()
+    spawn = p._manager._spawn
+
+    def held():
+        gate.wait(HANG_TIMEOUT)
+        return spawn()
+    monkeypatch.setattr(p._manager, "_spawn", held)
+    return gate
+
+
+def test_requeued_task_can_be_cancelled_while_it_waits(pools, monkeypatch):
+    p = pools(1)
+    w = _stopped_worker(p)
+    gate = _hold_replacements(p, monkeypatch)
+    f = p.submit(pid_of)
+    os.kill(w, signal.SIGKILL)
+    assert _wait_until(lambda: _requeued(p))
+    assert f.running() and not f.cancel()
+    assert p.cancel_running(f)
+    with pytest.raises(np.CancelledError, match="cancelled while running"):
+        f.result(HANG_TIMEOUT)
+    assert not p.cancel_running(f)
+    gate.set()
+    assert p.submit(add, 2, 3).result(HANG_TIMEOUT) == 5
+
+
+def test_shutdown_cancel_futures_leaves_a_requeued_task_to_run(pools, monkeypatch):
+    p = pools(1)
+    w = _stopped_worker(p)
+    gate = _hold_replacements(p, monkeypatch)
+    f = p.submit(pid_of)
+    queued = p.submit(pid_of)
+    os.kill(w, signal.SIGKILL)
+    assert _wait_until(lambda: p._core._stats()["pending"] == 2)
+    p.shutdown(wait=False, cancel_futures=True)
+    assert queued.cancelled() and f.running()
+    gate.set()
+    p.shutdown(wait=True)
+    assert f.result(0) != w
+
+
+def test_worker_death_after_shutdown_nowait_still_runs_the_queue(pools, tmp_path):
+    """shutdown(wait=False) leaves queued tasks to run: a worker that dies
+    then is still replaced while they wait."""
+    p = pools(1)
+    w = p.submit(pid_of).result(HANG_TIMEOUT)
+    started = str(tmp_path / "started")
+    running = p.submit(touch_then_nap, started, 30)
+    queued = [p.submit(add, i, 1) for i in range(3)]
+    assert _wait_until(lambda: os.path.exists(started))
+    p.shutdown(wait=False)
+    os.kill(w, signal.SIGKILL)
+    with pytest.raises(WorkerDiedError):
+        running.result(HANG_TIMEOUT)
+    assert [f.result(HANG_TIMEOUT) for f in queued] == [1, 2, 3]
+    p.shutdown(wait=True)

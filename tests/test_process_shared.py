@@ -162,7 +162,8 @@ def test_buffers_are_closed_once_answered(pools):
     p = pools(2)
     fs = [p.submit(ps.describe, big_array()) for _ in range(6)]
     cf.wait(fs, T)
-    assert segment_fds_of_buffers() == 0
+    # (closed by the collector just after it finishes the future)
+    assert wait_until_true(lambda: segment_fds_of_buffers() == 0)
     # Results: held by their futures until read or dropped.
     rs = [p.submit(ps.make_result, "array", BIG) for _ in range(4)]
     cf.wait(rs, T)

@@ -138,20 +138,32 @@ ring_control(proc_core *c)
     } while (r < 0 && errno == EINTR);
 }
 
-/* Send f's task to the slot that f was just claimed for.  With the GIL
- * (have_gil), a message that fits in the ring is copied without releasing
- * it; a longer one streams with the GIL released.  A send can only fail
- * because the worker is gone, which its channel reports to the collector,
- * and the death path then fails f: nothing to do here. */
+/* send_lock held, the message sent whole: remember where it ends in the
+ * channel's stream, to tell later whether the worker read it. */
 static void
-send_task(proc_slot *s, np_future *f, int have_gil)
+note_sent(proc_slot *s, uint64_t id)
+{
+    s->sent_id = id;
+    s->sent_end = np_chan_sent_pos(s->ch);
+}
+
+/* Send f's task to the slot that f was claimed for in generation gen of
+ * the slot (claim's value).  With the GIL (have_gil), a message that fits
+ * in the ring is copied without releasing it; a longer one streams with
+ * the GIL released.  A send can only fail because the worker is gone,
+ * which its channel reports to the collector, and the death path then
+ * fails or requeues f (core_slot_gone): nothing to do here.  Nor when the
+ * slot's worker is gone already (another generation): its channel is
+ * closed, and f was dealt with. */
+static void
+send_task(proc_slot *s, np_future *f, int have_gil, uint64_t gen)
 {
     proc_task *t = np_proc_future_task(f);
+    /* Our own reference: with the GIL released below, a result() elsewhere
+     * may free t (the reply can come as soon as the last byte is out). */
     PyObject *payload = t->payload;
     if (have_gil) {
-        /* The GIL holder owns the payload from here (a result() elsewhere
-         * may free t while the GIL is released below). */
-        t->payload = NULL;
+        Py_INCREF(payload);
     }
     unsigned char hdr[8];
     uint64_t id = t->id;
@@ -164,19 +176,31 @@ send_task(proc_slot *s, np_future *f, int have_gil)
     };
     size_t total = sizeof hdr + iov[1].iov_len;
     int r = NP_ETIMEDOUT;
-    if (have_gil && total <= np_chan_ring_size(s->ch) / 2 &&
-        np_mutex_trylock(&s->send_lock)) {
-        r = np_chan_sendv(s->ch, iov, 2, 0);   /* fits: never waits */
+    if (have_gil && np_mutex_trylock(&s->send_lock)) {
+        if (s->gen != gen) {
+            r = NP_ECLOSED;
+        }
+        else if (total <= np_chan_ring_size(s->ch) / 2) {
+            r = np_chan_sendv(s->ch, iov, 2, 0);   /* fits: never waits */
+            if (r == NP_OK) {
+                note_sent(s, id);
+            }
+        }
         np_mutex_unlock(&s->send_lock);
     }
     if (r == NP_ETIMEDOUT) {
         PyThreadState *ts = have_gil ? PyEval_SaveThread() : NULL;
         np_mutex_lock(&s->send_lock);
-        do {
-            /* EINTR: a signal; retry (the stream must not be left half
-             * sent).  The handler runs when the caller next checks. */
-            r = np_chan_sendv(s->ch, iov, 2, NP_FOREVER);
-        } while (r == NP_EINTR);
+        if (s->gen == gen) {
+            do {
+                /* EINTR: a signal; retry (the stream must not be left half
+                 * sent).  The handler runs when the caller next checks. */
+                r = np_chan_sendv(s->ch, iov, 2, NP_FOREVER);
+            } while (r == NP_EINTR);
+            if (r == NP_OK) {
+                note_sent(s, id);
+            }
+        }
         np_mutex_unlock(&s->send_lock);
         if (ts != NULL) {
             PyEval_RestoreThread(ts);
@@ -199,8 +223,8 @@ np_proc_send_stop(proc_slot *s)
 }
 
 /* core->mutex held: claim slot s for the task f (the caller's reference
- * moves to the slot). */
-static void
+ * moves to the slot).  Returns the slot's generation, for send_task. */
+static uint64_t
 claim(proc_slot *s, np_future *f)
 {
     proc_task *t = np_proc_future_task(f);
@@ -209,6 +233,7 @@ claim(proc_slot *s, np_future *f)
     if (s->left > 0) {
         s->left--;
     }
+    return s->gen;
 }
 
 /* core->mutex held: a live slot with nothing running that may take a task. */
@@ -250,18 +275,22 @@ np_proc_feed_slot(proc_core *c, proc_slot *s, np_worker_ctx *ctx)
     for (;;) {
         np_mutex_lock(&c->mutex);
         np_future *f = NULL;
+        uint64_t gen = 0;
         if (s->state == SLOT_LIVE && s->running == NULL && s->left != 0) {
             f = pop_pending(c);
             if (f != NULL) {
-                claim(s, f);
+                gen = claim(s, f);
             }
         }
         np_mutex_unlock(&c->mutex);
         if (f == NULL) {
             return;
         }
-        if (np_future_set_running_nogil(c->st, f, ctx)) {
-            send_task(s, f, np_worker_has_gil(ctx));
+        /* A requeued task (its worker died before reading it) is running
+         * already, as far as its future is concerned. */
+        if (np_proc_future_task(f)->requeued ||
+            np_future_set_running_nogil(c->st, f, ctx)) {
+            send_task(s, f, np_worker_has_gil(ctx), gen);
             return;
         }
         /* Cancelled while pending (waiters already told): unclaim. */
@@ -277,6 +306,34 @@ np_proc_feed_slot(proc_core *c, proc_slot *s, np_worker_ctx *ctx)
 }
 
 /* ---- submitting ----------------------------------------------------------------- */
+
+/* core->mutex held: take f out of the pending list (the list's reference
+ * goes to the caller).  0 if it is not there. */
+static int
+unlink_pending(proc_core *c, PyObject *f)
+{
+    np_future *prev = NULL, *p = c->head;
+    while (p != NULL && (PyObject *)p != f) {
+        prev = p;
+        p = next_future(p);
+    }
+    if (p == NULL) {
+        return 0;
+    }
+    np_task *next = p->task.base.next;
+    if (prev != NULL) {
+        prev->task.base.next = next;
+    }
+    else {
+        c->head = next ? NP_TASK_FUTURE(next) : NULL;
+    }
+    if (c->tail == p) {
+        c->tail = prev;
+    }
+    p->task.base.next = NULL;
+    c->npending--;
+    return 1;
+}
 
 /* The BrokenProcessPool a broken pool raises (a new reference), or NULL
  * with an exception. */
@@ -424,9 +481,10 @@ core_submit(PyObject *op, PyObject *args, PyObject *kwargs)
     np_mutex_lock(&c->mutex);
     np_proc_future_task(f)->id = c->next_id++;
     proc_slot *s = idle_slot(c);
+    uint64_t gen = 0;
     Py_INCREF(f);   /* the slot's or the list's */
     if (s != NULL) {
-        claim(s, f);
+        gen = claim(s, f);
     }
     else {
         if (c->tail != NULL) {
@@ -446,7 +504,7 @@ core_submit(PyObject *op, PyObject *args, PyObject *kwargs)
     np_mutex_unlock(&c->mutex);
     if (s != NULL) {
         (void)np_future_try_start(f);   /* new: nobody else can see it */
-        send_task(s, f, 1);
+        send_task(s, f, 1, gen);
         return (PyObject *)f;
     }
     if (spawn) {
@@ -460,27 +518,9 @@ core_submit(PyObject *op, PyObject *args, PyObject *kwargs)
              * still pending unless another thread took it meanwhile. */
             PyObject *exc = np_fetch_exception();
             np_mutex_lock(&c->mutex);
-            np_future *prev = NULL, *p = c->head;
-            while (p != NULL && p != f) {
-                prev = p;
-                p = next_future(p);
-            }
-            if (p != NULL) {
-                np_task *next = f->task.base.next;
-                if (prev != NULL) {
-                    prev->task.base.next = next;
-                }
-                else {
-                    c->head = next ? NP_TASK_FUTURE(next) : NULL;
-                }
-                if (c->tail == f) {
-                    c->tail = prev;
-                }
-                f->task.base.next = NULL;
-                c->npending--;
-            }
+            int found = unlink_pending(c, (PyObject *)f);
             np_mutex_unlock(&c->mutex);
-            if (p != NULL) {
+            if (found) {
                 Py_DECREF(f);   /* the list's */
             }
             np_raise_exception(exc);
@@ -531,6 +571,7 @@ core_attach(PyObject *op, PyObject *args)
         s->pid = pid;
         s->running = NULL;
         s->kill_reason = KILL_NONE;
+        s->sent_id = UINT64_MAX;   /* no task sent yet */
         s->left = c->max_tasks;
         s->state = SLOT_LIVE;
         c->nlive++;
@@ -560,10 +601,34 @@ slot_arg(proc_core *c, PyObject *arg)
     return &c->slots[i];
 }
 
+static PyObject *
+cancelled_running_error(proc_core *c)
+{
+    return PyObject_CallFunction(c->st->CancelledError, "s",
+                                 "the task was cancelled while running; "
+                                 "its worker process was killed");
+}
+
+/* core->mutex held: put f back at the head of the pending list (it takes
+ * over the caller's reference); its future stays RUNNING. */
+static void
+requeue(proc_core *c, np_future *f)
+{
+    np_proc_future_task(f)->requeued = 1;
+    f->task.base.next = c->head ? &c->head->task.base : NULL;
+    c->head = f;
+    if (c->tail == NULL) {
+        c->tail = f;
+    }
+    c->npending++;
+}
+
 /* core._slot_gone(slot, exc) -> bool: the worker of slot has ended (the
  * manager reaped it).  Its running task fails with exc, or TimeoutError /
- * CancelledError if the pool killed it for that; its channel is closed.
- * True if a replacement should start. */
+ * CancelledError if the pool killed it for that; or, if the worker died
+ * before it had read the whole task, the task goes back to the head of the
+ * pending list: it never ran, so another worker runs it.  The slot's
+ * channel is closed.  The manager then calls _replace(). */
 static PyObject *
 core_slot_gone(PyObject *op, PyObject *args)
 {
@@ -580,17 +645,32 @@ core_slot_gone(PyObject *op, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "slot is not in use");
         return NULL;
     }
+    /* A send in progress (streaming without the GIL) must end before the
+     * channel goes: it does soon, the worker being gone.  A send that has
+     * not begun sees the new generation and does nothing. */
+    Py_BEGIN_ALLOW_THREADS
+    np_mutex_lock(&s->send_lock);
+    Py_END_ALLOW_THREADS
     np_mutex_lock(&c->mutex);
     np_future *f = s->running;
     int reason = s->kill_reason;
+    int broken = c->broken != NULL;
+    if (f != NULL && reason == KILL_NONE && !broken &&
+        (s->sent_id != np_proc_future_task(f)->id ||
+         np_chan_peer_read_pos(s->ch) < s->sent_end)) {
+        /* Never sent whole, or not read whole: fn never started. */
+        requeue(c, f);
+        f = NULL;
+    }
     s->running = NULL;
     s->state = SLOT_FREE;
+    s->gen++;
     c->nlive--;
     PyObject *chanobj = s->chanobj;
     s->chanobj = NULL;
     s->ch = NULL;
-    int replace = !c->closed && c->broken == NULL;
     np_mutex_unlock(&c->mutex);
+    np_mutex_unlock(&s->send_lock);
     atomic_store(&c->changed, 1);
     PyObject *r = chanobj ? PyObject_CallMethod(chanobj, "close", NULL) : NULL;
     if (r == NULL) {
@@ -600,21 +680,18 @@ core_slot_gone(PyObject *op, PyObject *args)
     Py_XDECREF(chanobj);
     if (f != NULL) {
         PyObject *err;
-        proc_task *t = np_proc_future_task(f);
-        if (t != NULL) {
-            np_proc_task_close_fds(t);
-        }
-        if (reason == KILL_TIMEOUT && t != NULL) {
+        np_proc_task_close_fds(np_proc_future_task(f));
+        if (reason == KILL_TIMEOUT) {
             err = PyObject_CallFunction(
                 c->st->TimeoutError, "s",
                 "the task did not finish within its timeout; "
                 "its worker process was killed");
         }
         else if (reason == KILL_CANCEL) {
-            err = PyObject_CallFunction(
-                c->st->CancelledError, "s",
-                "the task was cancelled while running; "
-                "its worker process was killed");
+            err = cancelled_running_error(c);
+        }
+        else if (broken && reason == KILL_NONE) {
+            err = broken_exception(c);   /* e.g. its initializer failed */
         }
         else {
             err = Py_NewRef(exc);
@@ -626,17 +703,50 @@ core_slot_gone(PyObject *op, PyObject *args)
         Py_DECREF(err);
         Py_DECREF(f);   /* the slot's */
     }
-    return PyBool_FromLong(replace);
+    Py_RETURN_NONE;
 }
 
-/* core._cancel_running(future) -> pid or None: ask that the worker
- * running future be killed (the manager kills it; its death fails the
- * future with CancelledError). */
+/* core._replace() -> bool: start a worker (the spawn hook) if tasks wait
+ * and there is room, as after a worker's death or retirement; after
+ * shutdown(wait=False) too, since queued tasks must still run.  The start
+ * counts in nspawning meanwhile, as a submit's does, so that the two never
+ * start workers for the same room. */
+static PyObject *
+core_replace(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    proc_core *c = CORE(op);
+    np_mutex_lock(&c->mutex);
+    int go = c->broken == NULL && c->head != NULL &&
+             c->nlive + c->nspawning < c->nslots;
+    if (go) {
+        c->nspawning++;
+    }
+    np_mutex_unlock(&c->mutex);
+    if (!go) {
+        Py_RETURN_FALSE;
+    }
+    PyObject *r = PyObject_CallNoArgs(c->spawn);
+    np_mutex_lock(&c->mutex);
+    c->nspawning--;
+    np_mutex_unlock(&c->mutex);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_TRUE;
+}
+
+/* core._cancel_running(future) -> pid, True or None: ask that the worker
+ * running future be killed (pid: the manager kills it; its death fails the
+ * future with CancelledError); True: it was a requeued task waiting for a
+ * worker, failed here with CancelledError; None: not a running task of
+ * this pool. */
 static PyObject *
 core_cancel_running(PyObject *op, PyObject *fut)
 {
     proc_core *c = CORE(op);
     long pid = -1;
+    int requeued = 0;
     np_mutex_lock(&c->mutex);
     for (int i = 0; i < c->nslots; i++) {
         proc_slot *s = &c->slots[i];
@@ -648,38 +758,90 @@ core_cancel_running(PyObject *op, PyObject *fut)
             break;
         }
     }
+    if (pid < 0) {
+        /* Only a requeued task is RUNNING in the list (unlinked only if so). */
+        np_future *p = c->head;
+        while (p != NULL && (PyObject *)p != fut) {
+            p = next_future(p);
+        }
+        requeued = p != NULL && np_proc_future_task(p)->requeued &&
+                   unlink_pending(c, fut);
+    }
     np_mutex_unlock(&c->mutex);
+    if (requeued) {
+        np_future *f = (np_future *)fut;
+        np_proc_task_close_fds(np_proc_future_task(f));
+        PyObject *err = cancelled_running_error(c);
+        if (err == NULL) {
+            err = np_fetch_exception();
+        }
+        np_future_finish_exception(c->st, f, err);
+        Py_DECREF(err);
+        Py_DECREF(f);   /* the list's */
+        Py_RETURN_TRUE;
+    }
     if (pid < 0) {
         Py_RETURN_NONE;
     }
     return PyLong_FromLong(pid);
 }
 
-/* Give back every pending future: cancel it (fail == 0: cancelled and
- * waiters told, as a queued task the pool gives back) or fail it with the
- * pool's BrokenProcessPool.  GIL held. */
+enum { ABANDON_CANCEL, ABANDON_FAIL, ABANDON_ALL };
+
+/* Give back the pending futures.  ABANDON_CANCEL (shutdown(cancel_futures)):
+ * cancel them, waiters told, as a queued task the pool gives back, but
+ * leave requeued tasks (RUNNING: their worker died before reading them) to
+ * run.  ABANDON_FAIL (broken): fail every one with the pool's
+ * BrokenProcessPool.  ABANDON_ALL (dealloc: no worker will run anything):
+ * cancel them, and fail requeued ones.  GIL held. */
 static void
-abandon_pending(proc_core *c, int fail)
+abandon_pending(proc_core *c, int how)
 {
+    np_future *give = NULL, *give_tail = NULL;
     np_mutex_lock(&c->mutex);
-    np_future *f = c->head;
+    np_future *p = c->head;
     c->head = c->tail = NULL;
     c->npending = 0;
+    while (p != NULL) {
+        np_future *next = next_future(p);
+        p->task.base.next = NULL;
+        np_future **head = &give, **tail = &give_tail;
+        if (how == ABANDON_CANCEL && np_proc_future_task(p)->requeued) {
+            head = &c->head;
+            tail = &c->tail;
+            c->npending++;
+        }
+        if (*tail != NULL) {
+            (*tail)->task.base.next = &p->task.base;
+        }
+        else {
+            *head = p;
+        }
+        *tail = p;
+        p = next;
+    }
     np_mutex_unlock(&c->mutex);
-    while (f != NULL) {
+    for (np_future *f = give; f != NULL;) {
         np_future *next = next_future(f);
         f->task.base.next = NULL;
         np_proc_task_close_fds(np_proc_future_task(f));
-        if (!fail) {
-            np_future_cancel_and_notify(c->st, f);
-        }
-        else if (np_future_set_running(c->st, f) > 0) {
-            PyObject *exc = broken_exception(c);
-            np_future_finish_exception(c->st, f, exc);   /* NULL: the error */
-            Py_XDECREF(exc);
+        if (how == ABANDON_FAIL || np_proc_future_task(f)->requeued) {
+            if (np_proc_future_task(f)->requeued ||
+                np_future_set_running(c->st, f) > 0) {
+                PyObject *exc = c->broken != NULL
+                    ? broken_exception(c)
+                    : PyObject_CallFunction(c->broken_cls, "s",
+                                            "the pool was closed before a "
+                                            "worker could run this task");
+                np_future_finish_exception(c->st, f, exc);   /* NULL: the error */
+                Py_XDECREF(exc);
+            }
+            else {
+                PyErr_Clear();   /* cancelled meanwhile (or logged by set_running) */
+            }
         }
         else {
-            PyErr_Clear();   /* cancelled meanwhile (or logged by set_running) */
+            np_future_cancel_and_notify(c->st, f);
         }
         Py_DECREF(f);
         f = next;
@@ -700,8 +862,29 @@ core_shutdown(PyObject *op, PyObject *args)
     c->closed = 1;
     np_mutex_unlock(&c->mutex);
     if (cancel) {
-        abandon_pending(c, 0);
+        abandon_pending(c, ABANDON_CANCEL);
     }
+    ring_control(c);
+    Py_RETURN_NONE;
+}
+
+/* core._terminate(): terminate_workers() / kill_workers() are about to
+ * signal every worker.  Their tasks fail even if unread (not requeued), and
+ * so do requeued tasks still waiting for a worker. */
+static PyObject *
+core_terminate(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    proc_core *c = CORE(op);
+    np_mutex_lock(&c->mutex);
+    c->closed = 1;
+    for (int i = 0; i < c->nslots; i++) {
+        proc_slot *s = &c->slots[i];
+        if (s->state != SLOT_FREE && s->kill_reason == KILL_NONE) {
+            s->kill_reason = KILL_TERMINATE;
+        }
+    }
+    np_mutex_unlock(&c->mutex);
+    abandon_pending(c, ABANDON_ALL);
     ring_control(c);
     Py_RETURN_NONE;
 }
@@ -723,7 +906,7 @@ core_set_broken(PyObject *op, PyObject *args)
         c->broken = Py_NewRef(msg);
         c->broken_cause = cause == Py_None ? NULL : Py_NewRef(cause);
     }
-    abandon_pending(c, 1);
+    abandon_pending(c, ABANDON_FAIL);
     ring_control(c);
     Py_RETURN_NONE;
 }
@@ -863,7 +1046,7 @@ core_dealloc(PyObject *op)
     PyObject_GC_UnTrack(op);
     /* Nobody collects any more (the collector holds a reference while it
      * runs): what is still pending or running can never finish. */
-    abandon_pending(c, 0);
+    abandon_pending(c, ABANDON_ALL);
     for (int i = 0; i < c->nslots; i++) {
         proc_slot *s = &c->slots[i];
         Py_CLEAR(s->running);
@@ -934,9 +1117,13 @@ static PyMethodDef core_methods[] = {
      "submit($self, /, payload, timeout=None)\n--\n\nQueue a pickled call; a Future."},
     {"_attach", core_attach, METH_VARARGS, "a started worker joins: its slot"},
     {"_slot_gone", core_slot_gone, METH_VARARGS, "a worker was reaped"},
+    {"_replace", core_replace, METH_NOARGS,
+     "start a worker if tasks wait and there is room"},
     {"_cancel_running", core_cancel_running, METH_O,
      "mark the worker running a future for killing: its pid, or None"},
     {"_shutdown", core_shutdown, METH_VARARGS, "no new tasks"},
+    {"_terminate", core_terminate, METH_NOARGS,
+     "every worker is about to be signalled: fail what they run"},
     {"_set_broken", core_set_broken, METH_VARARGS, "the pool cannot go on"},
     {"_forked", core_forked, METH_O, "in a fork child: the parent's pool"},
     {"_check_open", core_check_open, METH_NOARGS, "raise if submit would"},

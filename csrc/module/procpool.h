@@ -54,7 +54,8 @@ enum { ST_OK = 0, ST_ERROR = 1, ST_RETIRED = 2, ST_INIT_FAILED = 3 };
 #define BAD_MESSAGE (-1000)   /* a reply shorter than its header */
 
 enum { SLOT_FREE = 0, SLOT_LIVE, SLOT_STOPPING, SLOT_GONE };
-enum { KILL_NONE = 0, KILL_TIMEOUT, KILL_CANCEL, KILL_PROTOCOL };
+/* Why a worker was (to be) killed: KILL_NONE, not by the pool. */
+enum { KILL_NONE = 0, KILL_TIMEOUT, KILL_CANCEL, KILL_PROTOCOL, KILL_TERMINATE };
 
 /* A process task, the capi.arg of its future's np_ncall. */
 typedef struct {
@@ -71,6 +72,8 @@ typedef struct {
                               * worker opens through /proc): owned, closed
                               * once the worker is done with them */
     int nfds;
+    int requeued;            /* its worker died before reading it: back in
+                              * the pending list, its future RUNNING */
 } proc_task;
 
 typedef struct {
@@ -83,6 +86,12 @@ typedef struct {
     int state;
     int kill_reason;         /* why the manager was asked to kill it */
     int64_t left;            /* tasks before it retires; -1 unlimited */
+    /* send_lock and core->mutex both held to write, either to read: */
+    uint64_t gen;            /* bumped when its worker is gone: a send
+                              * claimed before then must not happen */
+    /* send_lock held: */
+    uint64_t sent_id;        /* the last task sent whole (UINT64_MAX: none) */
+    uint64_t sent_end;       /* where it ends in the channel's stream */
 } proc_slot;
 
 typedef struct {

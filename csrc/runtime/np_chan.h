@@ -142,6 +142,18 @@ void np_chan_set_spin(np_chan *ch, int64_t spin_ns);
 
 size_t np_chan_ring_size(const np_chan *ch);
 
+/* How far the peer has read what this endpoint sent.  np_chan_sent_pos:
+ * the position in this endpoint's outgoing stream after everything sent so
+ * far (the writing thread, or whoever holds the caller's send lock, reads
+ * it).  np_chan_peer_read_pos: how much of that stream the peer has
+ * consumed; it reaches the end of a message only once the peer has read
+ * all of it.  So a message whose end (np_chan_sent_pos right after its
+ * send) is beyond np_chan_peer_read_pos was not wholly received: if the
+ * peer is dead, it never was.  (A peer that scribbled over the segment
+ * before dying may leave any value.) */
+uint64_t np_chan_sent_pos(const np_chan *ch);
+uint64_t np_chan_peer_read_pos(const np_chan *ch);
+
 /* ---- messages -------------------------------------------------------------
  *
  * Every blocking call takes an absolute CLOCK_MONOTONIC deadline (np_deadline

@@ -280,6 +280,18 @@ np_chan_ring_size(const np_chan *ch)
     return (size_t)ch->cap;
 }
 
+uint64_t
+np_chan_sent_pos(const np_chan *ch)
+{
+    return ch->tx.head;
+}
+
+uint64_t
+np_chan_peer_read_pos(const np_chan *ch)
+{
+    return atomic_load_explicit(&ch->tx.r.ctl->tail, memory_order_acquire);
+}
+
 int
 np_chan_peer_status(np_chan *ch)
 {

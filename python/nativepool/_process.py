@@ -128,7 +128,7 @@ class _Manager:
         self.initializer = initializer
         self.initargs = tuple(initargs)
         self.core = _nativepool._ProcCore(
-            max_workers, self._spawn, BrokenProcessPool, max_tasks,
+            max_workers, lambda: self._spawn(), BrokenProcessPool, max_tasks,
             _load_reply)
         self.processes = {}           # pid -> multiprocessing.Process
         self.channels = {}            # pid -> its _Channel (the core's too)
@@ -194,12 +194,12 @@ class _Manager:
         exc = WorkerDiedError(
             "the worker process (pid %d) running this task %s"
             % (pid, _describe_exit(exitcode)), pid, exitcode)
-        if self.core._slot_gone(slot, exc) and self.core._stats()["pending"]:
-            try:
-                self._spawn()
-            except Exception as e:
-                if not self.core._slots():
-                    self._fail_all("could not start a worker process: %r" % e)
+        self.core._slot_gone(slot, exc)
+        try:
+            self.core._replace()
+        except Exception as e:
+            if not self.core._slots():
+                self._fail_all("could not start a worker process: %r" % e)
 
     def _kill(self, pid):
         with self.lock:
@@ -383,7 +383,8 @@ class ProcessPool(concurrent.futures.ProcessPoolExecutor):
         pid = self._core._cancel_running(future)
         if pid is None:
             return False
-        self._manager._kill(pid)
+        if pid is not True:    # True: it was waiting to run again
+            self._manager._kill(pid)
         return True
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
@@ -455,6 +456,7 @@ class ProcessPool(concurrent.futures.ProcessPoolExecutor):
 
     def _force_shutdown(self, operation):
         self.shutdown(wait=False, cancel_futures=True)
+        self._core._terminate()
         self._manager.signal_workers(operation)
 
     def terminate_workers(self):

@@ -315,6 +315,56 @@ TEST(chan_sendv_pieces) {
     np_chan_close(p);
 }
 
+/* np_chan_sent_pos / np_chan_peer_read_pos: a message counts as read only
+ * once the peer has consumed all of it (ProcessPool tells from them whether
+ * a dead worker had read its task). */
+TEST(chan_read_positions) {
+    np_chan *p, *c;
+    make_pair(&p, &c, 4096, 0);
+    RETURN_IF_FAILED();
+    EXPECT_UEQ(np_chan_peer_read_pos(p), np_chan_sent_pos(p));
+    ASSERT_EQ(send_msg(p, 100, 1, 0), NP_OK);
+    uint64_t end1 = np_chan_sent_pos(p);
+    ASSERT_EQ(send_msg(p, 1000, 2, 0), NP_OK);
+    uint64_t end2 = np_chan_sent_pos(p);
+    EXPECT_GT(end1, np_chan_peer_read_pos(p));
+    EXPECT_GT(end2, end1 + 1000 - 1);
+    /* The size alone (the header) does not count as reading it. */
+    size_t size = 0;
+    ASSERT_EQ(np_chan_recv_size(c, &size, 0), NP_OK);
+    EXPECT_GT(end1, np_chan_peer_read_pos(p));
+    unsigned char buf[1000];
+    ASSERT_EQ(np_chan_recv_data(c, buf, 0), NP_OK);
+    EXPECT_UEQ(np_chan_peer_read_pos(p), end1);
+    EXPECT_TRUE(recv_check(c, 1000, 2));
+    EXPECT_UEQ(np_chan_peer_read_pos(p), end2);
+    /* A message longer than the ring, read part-way. */
+    static unsigned char big[10000];
+    ASSERT_EQ(np_chan_send(p, big, sizeof big, 0), NP_ETIMEDOUT);
+    ASSERT_EQ(np_chan_recv_size(c, &size, 0), NP_OK);
+    ASSERT_UEQ(size, sizeof big);
+    static unsigned char out[10000];
+    EXPECT_EQ(np_chan_recv_data(c, out, 0), NP_ETIMEDOUT);
+    uint64_t mid = np_chan_peer_read_pos(p);
+    EXPECT_GT(mid, end2);
+    int r = NP_ETIMEDOUT, rr = NP_ETIMEDOUT, rounds = 0;
+    while (r != NP_OK || rr != NP_OK) {
+        ASSERT_LT(rounds++, 100);
+        if (r != NP_OK) {
+            r = np_chan_send(p, big, sizeof big, 0);
+        }
+        if (rr != NP_OK) {
+            rr = np_chan_recv_data(c, out, 0);
+        }
+        if (r != NP_OK) {
+            EXPECT_GT(np_chan_sent_pos(p) + sizeof big, np_chan_peer_read_pos(p));
+        }
+    }
+    EXPECT_UEQ(np_chan_peer_read_pos(p), np_chan_sent_pos(p));
+    np_chan_close(c);
+    np_chan_close(p);
+}
+
 TEST(chan_full_ring_timeout_and_discard) {
     np_chan *p, *c;
     make_pair(&p, &c, 4096, 0);
@@ -1255,6 +1305,7 @@ static const test_case TESTS[] = {
     TEST_ENTRY(chan_create_and_attach),
     TEST_ENTRY(chan_attach_rejects_non_channels),
     TEST_ENTRY(chan_sendv_pieces),
+    TEST_ENTRY(chan_read_positions),
     TEST_ENTRY(chan_full_ring_timeout_and_discard),
     TEST_ENTRY(chan_orderly_close),
     TEST_ENTRY(chan_threads_pingpong_spin),
