@@ -55,6 +55,7 @@ MODULE = [
     "csrc/module/channel.c",
     "csrc/module/procpool.c",
     "csrc/module/procpool_collect.c",
+    "csrc/module/procpool_workers.c",
 ]
 
 cflags = ["-std=c11", "-Wall", "-Wextra", "-pthread", "-fno-strict-aliasing"]

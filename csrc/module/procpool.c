@@ -1,7 +1,8 @@
 /* procpool.c -- _nativepool._ProcCore, the C half of nativepool.ProcessPool:
- * its tasks, sending, submit, the workers coming and going, and the object.
- * The design, the locking and the collector's place in it: procpool.h; the
- * collector itself: procpool_collect.c.
+ * its tasks, sending, submit, and the object.  The design, the locking and
+ * the collector's place in it: procpool.h; the collector itself:
+ * procpool_collect.c; workers coming and going, and shutdown:
+ * procpool_workers.c.
  */
 #include "procpool.h"
 
@@ -98,14 +99,6 @@ np_proc_future_task(np_future *f)
     return f->ncall ? (proc_task *)f->ncall->capi.arg : NULL;
 }
 
-/* The pending list links futures through task.base.next (an np_task *). */
-static inline np_future *
-next_future(np_future *f)
-{
-    np_task *t = f->task.base.next;
-    return t ? NP_TASK_FUTURE(t) : NULL;
-}
-
 /* release() of a process future: the pending list's or the slot's
  * reference, dropped by a GIL holder (directly, or from the reclaim stack). */
 static void
@@ -128,8 +121,8 @@ np_proc_drop_ref(np_state *st, np_future *f, np_worker_ctx *ctx)
 
 /* ---- sending ---------------------------------------------------------------- */
 
-static void
-ring_control(proc_core *c)
+void
+np_proc_ring_control(proc_core *c)
 {
     uint64_t one = 1;
     ssize_t r;
@@ -309,8 +302,8 @@ np_proc_feed_slot(proc_core *c, proc_slot *s, np_worker_ctx *ctx)
 
 /* core->mutex held: take f out of the pending list (the list's reference
  * goes to the caller).  0 if it is not there. */
-static int
-unlink_pending(proc_core *c, PyObject *f)
+int
+np_proc_unlink_pending(proc_core *c, PyObject *f)
 {
     np_future *prev = NULL, *p = c->head;
     while (p != NULL && (PyObject *)p != f) {
@@ -337,8 +330,8 @@ unlink_pending(proc_core *c, PyObject *f)
 
 /* The BrokenProcessPool a broken pool raises (a new reference), or NULL
  * with an exception. */
-static PyObject *
-broken_exception(proc_core *c)
+PyObject *
+np_proc_broken_exception(proc_core *c)
 {
     PyObject *exc = PyObject_CallOneArg(c->broken_cls, c->broken);
     if (exc != NULL && c->broken_cause != NULL) {
@@ -347,11 +340,11 @@ broken_exception(proc_core *c)
     return exc;
 }
 
-static int
-check_open(proc_core *c)
+int
+np_proc_check_open(proc_core *c)
 {
     if (c->broken != NULL) {
-        PyObject *exc = broken_exception(c);
+        PyObject *exc = np_proc_broken_exception(c);
         if (exc != NULL) {
             np_raise_exception(exc);
             Py_DECREF(exc);
@@ -469,7 +462,7 @@ core_submit(PyObject *op, PyObject *args, PyObject *kwargs)
         }
     }
     np_reclaim_drain(c->st);
-    if (check_open(c) < 0) {
+    if (np_proc_check_open(c) < 0) {
         np_proc_close_fds(fds, nfds);
         return NULL;
     }
@@ -518,7 +511,7 @@ core_submit(PyObject *op, PyObject *args, PyObject *kwargs)
              * still pending unless another thread took it meanwhile. */
             PyObject *exc = np_fetch_exception();
             np_mutex_lock(&c->mutex);
-            int found = unlink_pending(c, (PyObject *)f);
+            int found = np_proc_unlink_pending(c, (PyObject *)f);
             np_mutex_unlock(&c->mutex);
             if (found) {
                 Py_DECREF(f);   /* the list's */
@@ -538,413 +531,6 @@ core_submit(PyObject *op, PyObject *args, PyObject *kwargs)
         Py_XDECREF(r);
     }
     return (PyObject *)f;
-}
-
-/* ---- workers come and go (called by the manager, GIL held) -------------------- */
-
-/* core._attach(channel, pid) -> slot index: a started worker joins. */
-static PyObject *
-core_attach(PyObject *op, PyObject *args)
-{
-    proc_core *c = CORE(op);
-    PyObject *chanobj;
-    long pid;
-    if (!PyArg_ParseTuple(args, "Ol:_attach", &chanobj, &pid)) {
-        return NULL;
-    }
-    np_chan *ch = np_channel_chan(c->st, chanobj);
-    if (ch == NULL) {
-        return NULL;
-    }
-    np_mutex_lock(&c->mutex);
-    proc_slot *s = NULL;
-    int i;
-    for (i = 0; i < c->nslots; i++) {
-        if (c->slots[i].state == SLOT_FREE) {
-            s = &c->slots[i];
-            break;
-        }
-    }
-    if (s != NULL) {
-        s->ch = ch;
-        s->chanobj = Py_NewRef(chanobj);
-        s->pid = pid;
-        s->running = NULL;
-        s->kill_reason = KILL_NONE;
-        s->sent_id = UINT64_MAX;   /* no task sent yet */
-        s->left = c->max_tasks;
-        s->state = SLOT_LIVE;
-        c->nlive++;
-    }
-    np_mutex_unlock(&c->mutex);
-    if (s == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "no free worker slot");
-        return NULL;
-    }
-    atomic_store(&c->changed, 1);
-    ring_control(c);
-    np_proc_feed_slot(c, s, NULL);   /* tasks may wait already; they buffer in the ring */
-    return PyLong_FromLong(i);
-}
-
-static proc_slot *
-slot_arg(proc_core *c, PyObject *arg)
-{
-    long i = PyLong_AsLong(arg);
-    if (i == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (i < 0 || i >= c->nslots) {
-        PyErr_SetString(PyExc_IndexError, "no such worker slot");
-        return NULL;
-    }
-    return &c->slots[i];
-}
-
-static PyObject *
-cancelled_running_error(proc_core *c)
-{
-    return PyObject_CallFunction(c->st->CancelledError, "s",
-                                 "the task was cancelled while running; "
-                                 "its worker process was killed");
-}
-
-/* core->mutex held: put f back at the head of the pending list (it takes
- * over the caller's reference); its future stays RUNNING. */
-static void
-requeue(proc_core *c, np_future *f)
-{
-    np_proc_future_task(f)->requeued = 1;
-    f->task.base.next = c->head ? &c->head->task.base : NULL;
-    c->head = f;
-    if (c->tail == NULL) {
-        c->tail = f;
-    }
-    c->npending++;
-}
-
-/* core._slot_gone(slot, exc) -> bool: the worker of slot has ended (the
- * manager reaped it).  Its running task fails with exc, or TimeoutError /
- * CancelledError if the pool killed it for that; or, if the worker died
- * before it had read the whole task, the task goes back to the head of the
- * pending list: it never ran, so another worker runs it.  The slot's
- * channel is closed.  The manager then calls _replace(). */
-static PyObject *
-core_slot_gone(PyObject *op, PyObject *args)
-{
-    proc_core *c = CORE(op);
-    PyObject *slotarg, *exc;
-    if (!PyArg_ParseTuple(args, "OO:_slot_gone", &slotarg, &exc)) {
-        return NULL;
-    }
-    proc_slot *s = slot_arg(c, slotarg);
-    if (s == NULL) {
-        return NULL;
-    }
-    if (s->state == SLOT_FREE) {
-        PyErr_SetString(PyExc_ValueError, "slot is not in use");
-        return NULL;
-    }
-    /* A send in progress (streaming without the GIL) must end before the
-     * channel goes: it does soon, the worker being gone.  A send that has
-     * not begun sees the new generation and does nothing. */
-    Py_BEGIN_ALLOW_THREADS
-    np_mutex_lock(&s->send_lock);
-    Py_END_ALLOW_THREADS
-    np_mutex_lock(&c->mutex);
-    np_future *f = s->running;
-    int reason = s->kill_reason;
-    int broken = c->broken != NULL;
-    if (f != NULL && reason == KILL_NONE && !broken &&
-        (s->sent_id != np_proc_future_task(f)->id ||
-         np_chan_peer_read_pos(s->ch) < s->sent_end)) {
-        /* Never sent whole, or not read whole: fn never started. */
-        requeue(c, f);
-        f = NULL;
-    }
-    s->running = NULL;
-    s->state = SLOT_FREE;
-    s->gen++;
-    c->nlive--;
-    PyObject *chanobj = s->chanobj;
-    s->chanobj = NULL;
-    s->ch = NULL;
-    np_mutex_unlock(&c->mutex);
-    np_mutex_unlock(&s->send_lock);
-    atomic_store(&c->changed, 1);
-    PyObject *r = chanobj ? PyObject_CallMethod(chanobj, "close", NULL) : NULL;
-    if (r == NULL) {
-        PyErr_Clear();   /* nobody else uses it: cannot fail */
-    }
-    Py_XDECREF(r);
-    Py_XDECREF(chanobj);
-    if (f != NULL) {
-        PyObject *err;
-        np_proc_task_close_fds(np_proc_future_task(f));
-        if (reason == KILL_TIMEOUT) {
-            err = PyObject_CallFunction(
-                c->st->TimeoutError, "s",
-                "the task did not finish within its timeout; "
-                "its worker process was killed");
-        }
-        else if (reason == KILL_CANCEL) {
-            err = cancelled_running_error(c);
-        }
-        else if (broken && reason == KILL_NONE) {
-            err = broken_exception(c);   /* e.g. its initializer failed */
-        }
-        else {
-            err = Py_NewRef(exc);
-        }
-        if (err == NULL) {
-            err = np_fetch_exception();
-        }
-        np_future_finish_exception(c->st, f, err);
-        Py_DECREF(err);
-        Py_DECREF(f);   /* the slot's */
-    }
-    Py_RETURN_NONE;
-}
-
-/* core._replace() -> bool: start a worker (the spawn hook) if tasks wait
- * and there is room, as after a worker's death or retirement; after
- * shutdown(wait=False) too, since queued tasks must still run.  The start
- * counts in nspawning meanwhile, as a submit's does, so that the two never
- * start workers for the same room. */
-static PyObject *
-core_replace(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    proc_core *c = CORE(op);
-    np_mutex_lock(&c->mutex);
-    int go = c->broken == NULL && c->head != NULL &&
-             c->nlive + c->nspawning < c->nslots;
-    if (go) {
-        c->nspawning++;
-    }
-    np_mutex_unlock(&c->mutex);
-    if (!go) {
-        Py_RETURN_FALSE;
-    }
-    PyObject *r = PyObject_CallNoArgs(c->spawn);
-    np_mutex_lock(&c->mutex);
-    c->nspawning--;
-    np_mutex_unlock(&c->mutex);
-    if (r == NULL) {
-        return NULL;
-    }
-    Py_DECREF(r);
-    Py_RETURN_TRUE;
-}
-
-/* core._cancel_running(future) -> pid, True or None: ask that the worker
- * running future be killed (pid: the manager kills it; its death fails the
- * future with CancelledError); True: it was a requeued task waiting for a
- * worker, failed here with CancelledError; None: not a running task of
- * this pool. */
-static PyObject *
-core_cancel_running(PyObject *op, PyObject *fut)
-{
-    proc_core *c = CORE(op);
-    long pid = -1;
-    int requeued = 0;
-    np_mutex_lock(&c->mutex);
-    for (int i = 0; i < c->nslots; i++) {
-        proc_slot *s = &c->slots[i];
-        if (s->state != SLOT_FREE && (PyObject *)s->running == fut) {
-            if (s->kill_reason == KILL_NONE) {
-                s->kill_reason = KILL_CANCEL;
-            }
-            pid = s->pid;
-            break;
-        }
-    }
-    if (pid < 0) {
-        /* Only a requeued task is RUNNING in the list (unlinked only if so). */
-        np_future *p = c->head;
-        while (p != NULL && (PyObject *)p != fut) {
-            p = next_future(p);
-        }
-        requeued = p != NULL && np_proc_future_task(p)->requeued &&
-                   unlink_pending(c, fut);
-    }
-    np_mutex_unlock(&c->mutex);
-    if (requeued) {
-        np_future *f = (np_future *)fut;
-        np_proc_task_close_fds(np_proc_future_task(f));
-        PyObject *err = cancelled_running_error(c);
-        if (err == NULL) {
-            err = np_fetch_exception();
-        }
-        np_future_finish_exception(c->st, f, err);
-        Py_DECREF(err);
-        Py_DECREF(f);   /* the list's */
-        Py_RETURN_TRUE;
-    }
-    if (pid < 0) {
-        Py_RETURN_NONE;
-    }
-    return PyLong_FromLong(pid);
-}
-
-enum { ABANDON_CANCEL, ABANDON_FAIL, ABANDON_ALL };
-
-/* Give back the pending futures.  ABANDON_CANCEL (shutdown(cancel_futures)):
- * cancel them, waiters told, as a queued task the pool gives back, but
- * leave requeued tasks (RUNNING: their worker died before reading them) to
- * run.  ABANDON_FAIL (broken): fail every one with the pool's
- * BrokenProcessPool.  ABANDON_ALL (dealloc: no worker will run anything):
- * cancel them, and fail requeued ones.  GIL held. */
-static void
-abandon_pending(proc_core *c, int how)
-{
-    np_future *give = NULL, *give_tail = NULL;
-    np_mutex_lock(&c->mutex);
-    np_future *p = c->head;
-    c->head = c->tail = NULL;
-    c->npending = 0;
-    while (p != NULL) {
-        np_future *next = next_future(p);
-        p->task.base.next = NULL;
-        np_future **head = &give, **tail = &give_tail;
-        if (how == ABANDON_CANCEL && np_proc_future_task(p)->requeued) {
-            head = &c->head;
-            tail = &c->tail;
-            c->npending++;
-        }
-        if (*tail != NULL) {
-            (*tail)->task.base.next = &p->task.base;
-        }
-        else {
-            *head = p;
-        }
-        *tail = p;
-        p = next;
-    }
-    np_mutex_unlock(&c->mutex);
-    for (np_future *f = give; f != NULL;) {
-        np_future *next = next_future(f);
-        f->task.base.next = NULL;
-        np_proc_task_close_fds(np_proc_future_task(f));
-        if (how == ABANDON_FAIL || np_proc_future_task(f)->requeued) {
-            if (np_proc_future_task(f)->requeued ||
-                np_future_set_running(c->st, f) > 0) {
-                PyObject *exc = c->broken != NULL
-                    ? broken_exception(c)
-                    : PyObject_CallFunction(c->broken_cls, "s",
-                                            "the pool was closed before a "
-                                            "worker could run this task");
-                np_future_finish_exception(c->st, f, exc);   /* NULL: the error */
-                Py_XDECREF(exc);
-            }
-            else {
-                PyErr_Clear();   /* cancelled meanwhile (or logged by set_running) */
-            }
-        }
-        else {
-            np_future_cancel_and_notify(c->st, f);
-        }
-        Py_DECREF(f);
-        f = next;
-    }
-}
-
-/* core._shutdown(cancel_futures): no new tasks; optionally cancel what is
- * pending.  The collector then stops the workers once the rest is done. */
-static PyObject *
-core_shutdown(PyObject *op, PyObject *args)
-{
-    proc_core *c = CORE(op);
-    int cancel = 0;
-    if (!PyArg_ParseTuple(args, "|p:_shutdown", &cancel)) {
-        return NULL;
-    }
-    np_mutex_lock(&c->mutex);
-    c->closed = 1;
-    np_mutex_unlock(&c->mutex);
-    if (cancel) {
-        abandon_pending(c, ABANDON_CANCEL);
-    }
-    ring_control(c);
-    Py_RETURN_NONE;
-}
-
-/* core._terminate(): terminate_workers() / kill_workers() are about to
- * signal every worker.  Their tasks fail even if unread (not requeued), and
- * so do requeued tasks still waiting for a worker. */
-static PyObject *
-core_terminate(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    proc_core *c = CORE(op);
-    np_mutex_lock(&c->mutex);
-    c->closed = 1;
-    for (int i = 0; i < c->nslots; i++) {
-        proc_slot *s = &c->slots[i];
-        if (s->state != SLOT_FREE && s->kill_reason == KILL_NONE) {
-            s->kill_reason = KILL_TERMINATE;
-        }
-    }
-    np_mutex_unlock(&c->mutex);
-    abandon_pending(c, ABANDON_ALL);
-    ring_control(c);
-    Py_RETURN_NONE;
-}
-
-/* core._set_broken(message, cause=None): the pool cannot go on (a worker's
- * initializer failed).  Pending futures fail with BrokenProcessPool. */
-static PyObject *
-core_set_broken(PyObject *op, PyObject *args)
-{
-    proc_core *c = CORE(op);
-    PyObject *msg, *cause = Py_None;
-    if (!PyArg_ParseTuple(args, "U|O:_set_broken", &msg, &cause)) {
-        return NULL;
-    }
-    np_mutex_lock(&c->mutex);
-    c->closed = 1;   /* the workers stop once their tasks are done */
-    np_mutex_unlock(&c->mutex);
-    if (c->broken == NULL) {
-        c->broken = Py_NewRef(msg);
-        c->broken_cause = cause == Py_None ? NULL : Py_NewRef(cause);
-    }
-    abandon_pending(c, ABANDON_FAIL);
-    ring_control(c);
-    Py_RETURN_NONE;
-}
-
-/* core._forked(message): in a child of os.fork(): this copy of the pool
- * belongs to the parent.  Refuse new tasks; touch nothing else (the
- * futures and workers are the parent's; no callback may run here). */
-static PyObject *
-core_forked(PyObject *op, PyObject *msg)
-{
-    proc_core *c = CORE(op);
-    c->closed = 1;
-    c->collecting = 0;
-    Py_XSETREF(c->broken, Py_NewRef(msg));
-    Py_CLEAR(c->broken_cause);
-    /* The parent's futures and channels: leaked on purpose (the parent
-     * owns them; releasing them here could run callbacks or close what
-     * the parent still uses). */
-    c->head = c->tail = NULL;
-    c->npending = 0;
-    for (int i = 0; i < c->nslots; i++) {
-        c->slots[i].running = NULL;
-        c->slots[i].chanobj = NULL;
-        c->slots[i].state = SLOT_FREE;
-    }
-    c->nlive = c->nspawning = 0;
-    c->mutex = (np_mutex)NP_MUTEX_INIT;
-    Py_RETURN_NONE;
-}
-
-/* core._check_open(): raise what submit would for a closed/broken pool. */
-static PyObject *
-core_check_open(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    if (check_open(CORE(op)) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
 }
 
 /* ---- the object -------------------------------------------------------------- */
@@ -1046,7 +632,7 @@ core_dealloc(PyObject *op)
     PyObject_GC_UnTrack(op);
     /* Nobody collects any more (the collector holds a reference while it
      * runs): what is still pending or running can never finish. */
-    abandon_pending(c, ABANDON_ALL);
+    np_proc_abandon_pending(c, ABANDON_ALL);
     for (int i = 0; i < c->nslots; i++) {
         proc_slot *s = &c->slots[i];
         Py_CLEAR(s->running);
@@ -1115,18 +701,18 @@ static PyMethodDef core_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))core_submit,
      METH_VARARGS | METH_KEYWORDS,
      "submit($self, /, payload, timeout=None)\n--\n\nQueue a pickled call; a Future."},
-    {"_attach", core_attach, METH_VARARGS, "a started worker joins: its slot"},
-    {"_slot_gone", core_slot_gone, METH_VARARGS, "a worker was reaped"},
-    {"_replace", core_replace, METH_NOARGS,
+    {"_attach", np_proc_attach, METH_VARARGS, "a started worker joins: its slot"},
+    {"_slot_gone", np_proc_slot_gone, METH_VARARGS, "a worker was reaped"},
+    {"_replace", np_proc_replace, METH_NOARGS,
      "start a worker if tasks wait and there is room"},
-    {"_cancel_running", core_cancel_running, METH_O,
+    {"_cancel_running", np_proc_cancel_running, METH_O,
      "mark the worker running a future for killing: its pid, or None"},
-    {"_shutdown", core_shutdown, METH_VARARGS, "no new tasks"},
-    {"_terminate", core_terminate, METH_NOARGS,
+    {"_shutdown", np_proc_shutdown, METH_VARARGS, "no new tasks"},
+    {"_terminate", np_proc_terminate, METH_NOARGS,
      "every worker is about to be signalled: fail what they run"},
-    {"_set_broken", core_set_broken, METH_VARARGS, "the pool cannot go on"},
-    {"_forked", core_forked, METH_O, "in a fork child: the parent's pool"},
-    {"_check_open", core_check_open, METH_NOARGS, "raise if submit would"},
+    {"_set_broken", np_proc_set_broken, METH_VARARGS, "the pool cannot go on"},
+    {"_forked", np_proc_forked, METH_O, "in a fork child: the parent's pool"},
+    {"_check_open", np_proc_core_check_open, METH_NOARGS, "raise if submit would"},
     {"_collect", np_proc_collect, METH_NOARGS, "the collector: next event or None"},
     {"_stats", core_stats, METH_NOARGS, "counters (a dict)"},
     {"_slots", core_slots, METH_NOARGS, "[(slot, pid, busy)]"},

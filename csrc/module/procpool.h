@@ -1,6 +1,7 @@
 /* procpool.h -- _nativepool._ProcCore, the C half of nativepool.ProcessPool:
- * what procpool.c (tasks, sending, submit, workers, the object) and
- * procpool_collect.c (the collector) share.
+ * what procpool.c (tasks, sending, submit, the object), procpool_workers.c
+ * (workers coming and going, shutdown) and procpool_collect.c (the
+ * collector) share.
  *
  *   ProcessPool (Python) --> _Manager (Python) --> _ProcCore (C)
  *                             starts, reaps and      pending tasks, one slot
@@ -14,6 +15,10 @@
  * _procworker.py).  Each worker has at most one task in flight, so a
  * worker's death, a timeout or a cancel always knows which task it hit,
  * and a long task never holds up a queued one that another worker could run.
+ * Large pickle buffers travel beside the message, in memfds (_shared.py):
+ * the core owns a task's (proc_task.fds) and closes them once the worker
+ * has answered or is gone; the collector opens a result's as its reply
+ * arrives.
  *
  * Who sends: a submit that finds an idle worker sends at once (with the
  * GIL; a message that fits in the ring never blocks, a longer one streams
@@ -37,9 +42,16 @@
  * initializer that failed) returns from _collect() as an event tuple; the
  * manager acts and calls _collect() again.
  *
- * Lock order: core->mutex, then nothing.  slot->send_lock is taken without
- * core->mutex and without the GIL (or with the GIL by a submit: the holder
- * never needs the GIL while it holds it).
+ * A worker's death (core._slot_gone) fails the task it was running, unless
+ * the channel shows that the worker had not read all of it (it never ran):
+ * then the task goes back to the head of the pending FIFO, its future still
+ * RUNNING, for the next worker.  _slot_gone takes slot->send_lock first, so
+ * no send is inside the channel it closes, and bumps slot->gen, so a send
+ * claimed before the death never reaches the slot's next worker.
+ *
+ * Lock order: slot->send_lock, then core->mutex, then nothing.
+ * slot->send_lock is taken without the GIL (or with it, by a submit's
+ * trylock: the holder never needs the GIL while it holds it).
  */
 #ifndef NP_PROCPOOL_H
 #define NP_PROCPOOL_H
@@ -59,8 +71,8 @@ enum { KILL_NONE = 0, KILL_TIMEOUT, KILL_CANCEL, KILL_PROTOCOL, KILL_TERMINATE }
 
 /* A process task, the capi.arg of its future's np_ncall. */
 typedef struct {
-    PyObject *payload;       /* bytes, the pickled call; NULL once sent by a
-                              * thread with the GIL */
+    PyObject *payload;       /* bytes, the pickled call (kept: a requeued
+                              * task is sent again) */
     PyObject *loads;         /* the core's loads (strong) */
     uint64_t id;
     int64_t timeout_ns;      /* 0: none */
@@ -134,6 +146,33 @@ void np_proc_send_stop(proc_slot *s);
 /* Feed slot s from the pending list until it runs something or the list is
  * empty (no core->mutex held; ctx says whether we hold the GIL). */
 void np_proc_feed_slot(proc_core *c, proc_slot *s, np_worker_ctx *ctx);
+
+/* The pending list links futures through task.base.next (an np_task *). */
+static inline np_future *
+next_future(np_future *f)
+{
+    np_task *t = f->task.base.next;
+    return t ? NP_TASK_FUTURE(t) : NULL;
+}
+
+/* procpool.c, for procpool_workers.c. */
+void np_proc_ring_control(proc_core *c);   /* wake the collector */
+PyObject *np_proc_broken_exception(proc_core *c);
+int np_proc_check_open(proc_core *c);
+int np_proc_unlink_pending(proc_core *c, PyObject *f);
+
+/* procpool_workers.c: the manager's methods of the core. */
+enum { ABANDON_CANCEL, ABANDON_FAIL, ABANDON_ALL };
+void np_proc_abandon_pending(proc_core *c, int how);
+PyObject *np_proc_attach(PyObject *op, PyObject *args);
+PyObject *np_proc_slot_gone(PyObject *op, PyObject *args);
+PyObject *np_proc_replace(PyObject *op, PyObject *ignored);
+PyObject *np_proc_cancel_running(PyObject *op, PyObject *fut);
+PyObject *np_proc_shutdown(PyObject *op, PyObject *args);
+PyObject *np_proc_terminate(PyObject *op, PyObject *ignored);
+PyObject *np_proc_set_broken(PyObject *op, PyObject *args);
+PyObject *np_proc_forked(PyObject *op, PyObject *msg);
+PyObject *np_proc_core_check_open(PyObject *op, PyObject *ignored);
 
 /* procpool_collect.c: core._collect() */
 PyObject *np_proc_collect(PyObject *op, PyObject *ignored);

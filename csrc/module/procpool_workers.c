@@ -1,0 +1,411 @@
+/* procpool_workers.c -- _nativepool._ProcCore: the workers come and go
+ * (attach, death, requeue, replacement, cancel_running) and the pool's own
+ * life (shutdown, terminate, broken, forked).  Called by the manager with
+ * the GIL held.  The design: procpool.h.
+ */
+#include "procpool.h"
+
+#include <unistd.h>
+
+/* core._attach(channel, pid) -> slot index: a started worker joins. */
+PyObject *
+np_proc_attach(PyObject *op, PyObject *args)
+{
+    proc_core *c = CORE(op);
+    PyObject *chanobj;
+    long pid;
+    if (!PyArg_ParseTuple(args, "Ol:_attach", &chanobj, &pid)) {
+        return NULL;
+    }
+    np_chan *ch = np_channel_chan(c->st, chanobj);
+    if (ch == NULL) {
+        return NULL;
+    }
+    np_mutex_lock(&c->mutex);
+    proc_slot *s = NULL;
+    int i;
+    for (i = 0; i < c->nslots; i++) {
+        if (c->slots[i].state == SLOT_FREE) {
+            s = &c->slots[i];
+            break;
+        }
+    }
+    if (s != NULL) {
+        s->ch = ch;
+        s->chanobj = Py_NewRef(chanobj);
+        s->pid = pid;
+        s->running = NULL;
+        s->kill_reason = KILL_NONE;
+        s->sent_id = UINT64_MAX;   /* no task sent yet */
+        s->left = c->max_tasks;
+        s->state = SLOT_LIVE;
+        c->nlive++;
+    }
+    np_mutex_unlock(&c->mutex);
+    if (s == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "no free worker slot");
+        return NULL;
+    }
+    atomic_store(&c->changed, 1);
+    np_proc_ring_control(c);
+    np_proc_feed_slot(c, s, NULL);   /* tasks may wait already; they buffer in the ring */
+    return PyLong_FromLong(i);
+}
+
+static proc_slot *
+slot_arg(proc_core *c, PyObject *arg)
+{
+    long i = PyLong_AsLong(arg);
+    if (i == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (i < 0 || i >= c->nslots) {
+        PyErr_SetString(PyExc_IndexError, "no such worker slot");
+        return NULL;
+    }
+    return &c->slots[i];
+}
+
+static PyObject *
+cancelled_running_error(proc_core *c)
+{
+    return PyObject_CallFunction(c->st->CancelledError, "s",
+                                 "the task was cancelled while running; "
+                                 "its worker process was killed");
+}
+
+/* core->mutex held: put f back at the head of the pending list (it takes
+ * over the caller's reference); its future stays RUNNING. */
+static void
+requeue(proc_core *c, np_future *f)
+{
+    np_proc_future_task(f)->requeued = 1;
+    f->task.base.next = c->head ? &c->head->task.base : NULL;
+    c->head = f;
+    if (c->tail == NULL) {
+        c->tail = f;
+    }
+    c->npending++;
+}
+
+/* core._slot_gone(slot, exc) -> bool: the worker of slot has ended (the
+ * manager reaped it).  Its running task fails with exc, or TimeoutError /
+ * CancelledError if the pool killed it for that; or, if the worker died
+ * before it had read the whole task, the task goes back to the head of the
+ * pending list: it never ran, so another worker runs it.  The slot's
+ * channel is closed.  The manager then calls _replace(). */
+PyObject *
+np_proc_slot_gone(PyObject *op, PyObject *args)
+{
+    proc_core *c = CORE(op);
+    PyObject *slotarg, *exc;
+    if (!PyArg_ParseTuple(args, "OO:_slot_gone", &slotarg, &exc)) {
+        return NULL;
+    }
+    proc_slot *s = slot_arg(c, slotarg);
+    if (s == NULL) {
+        return NULL;
+    }
+    if (s->state == SLOT_FREE) {
+        PyErr_SetString(PyExc_ValueError, "slot is not in use");
+        return NULL;
+    }
+    /* A send in progress (streaming without the GIL) must end before the
+     * channel goes: it does soon, the worker being gone.  A send that has
+     * not begun sees the new generation and does nothing. */
+    Py_BEGIN_ALLOW_THREADS
+    np_mutex_lock(&s->send_lock);
+    Py_END_ALLOW_THREADS
+    np_mutex_lock(&c->mutex);
+    np_future *f = s->running;
+    int reason = s->kill_reason;
+    int broken = c->broken != NULL;
+    if (f != NULL && reason == KILL_NONE && !broken &&
+        (s->sent_id != np_proc_future_task(f)->id ||
+         np_chan_peer_read_pos(s->ch) < s->sent_end)) {
+        /* Never sent whole, or not read whole: fn never started. */
+        requeue(c, f);
+        f = NULL;
+    }
+    s->running = NULL;
+    s->state = SLOT_FREE;
+    s->gen++;
+    c->nlive--;
+    PyObject *chanobj = s->chanobj;
+    s->chanobj = NULL;
+    s->ch = NULL;
+    np_mutex_unlock(&c->mutex);
+    np_mutex_unlock(&s->send_lock);
+    atomic_store(&c->changed, 1);
+    PyObject *r = chanobj ? PyObject_CallMethod(chanobj, "close", NULL) : NULL;
+    if (r == NULL) {
+        PyErr_Clear();   /* nobody else uses it: cannot fail */
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(chanobj);
+    if (f != NULL) {
+        PyObject *err;
+        np_proc_task_close_fds(np_proc_future_task(f));
+        if (reason == KILL_TIMEOUT) {
+            err = PyObject_CallFunction(
+                c->st->TimeoutError, "s",
+                "the task did not finish within its timeout; "
+                "its worker process was killed");
+        }
+        else if (reason == KILL_CANCEL) {
+            err = cancelled_running_error(c);
+        }
+        else if (broken && reason == KILL_NONE) {
+            err = np_proc_broken_exception(c);   /* e.g. its initializer failed */
+        }
+        else {
+            err = Py_NewRef(exc);
+        }
+        if (err == NULL) {
+            err = np_fetch_exception();
+        }
+        np_future_finish_exception(c->st, f, err);
+        Py_DECREF(err);
+        Py_DECREF(f);   /* the slot's */
+    }
+    Py_RETURN_NONE;
+}
+
+/* core._replace() -> bool: start a worker (the spawn hook) if tasks wait
+ * and there is room, as after a worker's death or retirement; after
+ * shutdown(wait=False) too, since queued tasks must still run.  The start
+ * counts in nspawning meanwhile, as a submit's does, so that the two never
+ * start workers for the same room. */
+PyObject *
+np_proc_replace(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    proc_core *c = CORE(op);
+    np_mutex_lock(&c->mutex);
+    int go = c->broken == NULL && c->head != NULL &&
+             c->nlive + c->nspawning < c->nslots;
+    if (go) {
+        c->nspawning++;
+    }
+    np_mutex_unlock(&c->mutex);
+    if (!go) {
+        Py_RETURN_FALSE;
+    }
+    PyObject *r = PyObject_CallNoArgs(c->spawn);
+    np_mutex_lock(&c->mutex);
+    c->nspawning--;
+    np_mutex_unlock(&c->mutex);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_TRUE;
+}
+
+/* core._cancel_running(future) -> pid, True or None: ask that the worker
+ * running future be killed (pid: the manager kills it; its death fails the
+ * future with CancelledError); True: it was a requeued task waiting for a
+ * worker, failed here with CancelledError; None: not a running task of
+ * this pool. */
+PyObject *
+np_proc_cancel_running(PyObject *op, PyObject *fut)
+{
+    proc_core *c = CORE(op);
+    long pid = -1;
+    int requeued = 0;
+    np_mutex_lock(&c->mutex);
+    for (int i = 0; i < c->nslots; i++) {
+        proc_slot *s = &c->slots[i];
+        if (s->state != SLOT_FREE && (PyObject *)s->running == fut) {
+            if (s->kill_reason == KILL_NONE) {
+                s->kill_reason = KILL_CANCEL;
+            }
+            pid = s->pid;
+            break;
+        }
+    }
+    if (pid < 0) {
+        /* Only a requeued task is RUNNING in the list (unlinked only if so). */
+        np_future *p = c->head;
+        while (p != NULL && (PyObject *)p != fut) {
+            p = next_future(p);
+        }
+        requeued = p != NULL && np_proc_future_task(p)->requeued &&
+                   np_proc_unlink_pending(c, fut);
+    }
+    np_mutex_unlock(&c->mutex);
+    if (requeued) {
+        np_future *f = (np_future *)fut;
+        np_proc_task_close_fds(np_proc_future_task(f));
+        PyObject *err = cancelled_running_error(c);
+        if (err == NULL) {
+            err = np_fetch_exception();
+        }
+        np_future_finish_exception(c->st, f, err);
+        Py_DECREF(err);
+        Py_DECREF(f);   /* the list's */
+        Py_RETURN_TRUE;
+    }
+    if (pid < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLong(pid);
+}
+
+/* Give back the pending futures.  ABANDON_CANCEL (shutdown(cancel_futures)):
+ * cancel them, waiters told, as a queued task the pool gives back, but
+ * leave requeued tasks (RUNNING: their worker died before reading them) to
+ * run.  ABANDON_FAIL (broken): fail every one with the pool's
+ * BrokenProcessPool.  ABANDON_ALL (dealloc: no worker will run anything):
+ * cancel them, and fail requeued ones.  GIL held. */
+void
+np_proc_abandon_pending(proc_core *c, int how)
+{
+    np_future *give = NULL, *give_tail = NULL;
+    np_mutex_lock(&c->mutex);
+    np_future *p = c->head;
+    c->head = c->tail = NULL;
+    c->npending = 0;
+    while (p != NULL) {
+        np_future *next = next_future(p);
+        p->task.base.next = NULL;
+        np_future **head = &give, **tail = &give_tail;
+        if (how == ABANDON_CANCEL && np_proc_future_task(p)->requeued) {
+            head = &c->head;
+            tail = &c->tail;
+            c->npending++;
+        }
+        if (*tail != NULL) {
+            (*tail)->task.base.next = &p->task.base;
+        }
+        else {
+            *head = p;
+        }
+        *tail = p;
+        p = next;
+    }
+    np_mutex_unlock(&c->mutex);
+    for (np_future *f = give; f != NULL;) {
+        np_future *next = next_future(f);
+        f->task.base.next = NULL;
+        np_proc_task_close_fds(np_proc_future_task(f));
+        if (how == ABANDON_FAIL || np_proc_future_task(f)->requeued) {
+            if (np_proc_future_task(f)->requeued ||
+                np_future_set_running(c->st, f) > 0) {
+                PyObject *exc = c->broken != NULL
+                    ? np_proc_broken_exception(c)
+                    : PyObject_CallFunction(c->broken_cls, "s",
+                                            "the pool was closed before a "
+                                            "worker could run this task");
+                np_future_finish_exception(c->st, f, exc);   /* NULL: the error */
+                Py_XDECREF(exc);
+            }
+            else {
+                PyErr_Clear();   /* cancelled meanwhile (or logged by set_running) */
+            }
+        }
+        else {
+            np_future_cancel_and_notify(c->st, f);
+        }
+        Py_DECREF(f);
+        f = next;
+    }
+}
+
+/* core._shutdown(cancel_futures): no new tasks; optionally cancel what is
+ * pending.  The collector then stops the workers once the rest is done. */
+PyObject *
+np_proc_shutdown(PyObject *op, PyObject *args)
+{
+    proc_core *c = CORE(op);
+    int cancel = 0;
+    if (!PyArg_ParseTuple(args, "|p:_shutdown", &cancel)) {
+        return NULL;
+    }
+    np_mutex_lock(&c->mutex);
+    c->closed = 1;
+    np_mutex_unlock(&c->mutex);
+    if (cancel) {
+        np_proc_abandon_pending(c, ABANDON_CANCEL);
+    }
+    np_proc_ring_control(c);
+    Py_RETURN_NONE;
+}
+
+/* core._terminate(): terminate_workers() / kill_workers() are about to
+ * signal every worker.  Their tasks fail even if unread (not requeued), and
+ * so do requeued tasks still waiting for a worker. */
+PyObject *
+np_proc_terminate(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    proc_core *c = CORE(op);
+    np_mutex_lock(&c->mutex);
+    c->closed = 1;
+    for (int i = 0; i < c->nslots; i++) {
+        proc_slot *s = &c->slots[i];
+        if (s->state != SLOT_FREE && s->kill_reason == KILL_NONE) {
+            s->kill_reason = KILL_TERMINATE;
+        }
+    }
+    np_mutex_unlock(&c->mutex);
+    np_proc_abandon_pending(c, ABANDON_ALL);
+    np_proc_ring_control(c);
+    Py_RETURN_NONE;
+}
+
+/* core._set_broken(message, cause=None): the pool cannot go on (a worker's
+ * initializer failed).  Pending futures fail with BrokenProcessPool. */
+PyObject *
+np_proc_set_broken(PyObject *op, PyObject *args)
+{
+    proc_core *c = CORE(op);
+    PyObject *msg, *cause = Py_None;
+    if (!PyArg_ParseTuple(args, "U|O:_set_broken", &msg, &cause)) {
+        return NULL;
+    }
+    np_mutex_lock(&c->mutex);
+    c->closed = 1;   /* the workers stop once their tasks are done */
+    np_mutex_unlock(&c->mutex);
+    if (c->broken == NULL) {
+        c->broken = Py_NewRef(msg);
+        c->broken_cause = cause == Py_None ? NULL : Py_NewRef(cause);
+    }
+    np_proc_abandon_pending(c, ABANDON_FAIL);
+    np_proc_ring_control(c);
+    Py_RETURN_NONE;
+}
+
+/* core._forked(message): in a child of os.fork(): this copy of the pool
+ * belongs to the parent.  Refuse new tasks; touch nothing else (the
+ * futures and workers are the parent's; no callback may run here). */
+PyObject *
+np_proc_forked(PyObject *op, PyObject *msg)
+{
+    proc_core *c = CORE(op);
+    c->closed = 1;
+    c->collecting = 0;
+    Py_XSETREF(c->broken, Py_NewRef(msg));
+    Py_CLEAR(c->broken_cause);
+    /* The parent's futures and channels: leaked on purpose (the parent
+     * owns them; releasing them here could run callbacks or close what
+     * the parent still uses). */
+    c->head = c->tail = NULL;
+    c->npending = 0;
+    for (int i = 0; i < c->nslots; i++) {
+        c->slots[i].running = NULL;
+        c->slots[i].chanobj = NULL;
+        c->slots[i].state = SLOT_FREE;
+    }
+    c->nlive = c->nspawning = 0;
+    c->mutex = (np_mutex)NP_MUTEX_INIT;
+    Py_RETURN_NONE;
+}
+
+/* core._check_open(): raise what submit would for a closed/broken pool. */
+PyObject *
+np_proc_core_check_open(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    if (np_proc_check_open(CORE(op)) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
