@@ -311,6 +311,28 @@ np_proc_abandon_pending(proc_core *c, int how)
     }
 }
 
+/* No new tasks; give the pending ones back (how: as
+ * np_proc_abandon_pending, or -1 to leave them to run); with terminate,
+ * every live worker is about to be signalled, so its task fails even if it
+ * was unread.  The collector, woken, stops the workers once they are idle. */
+static void
+close_core(proc_core *c, int how, int terminate)
+{
+    np_mutex_lock(&c->mutex);
+    c->closed = 1;
+    for (int i = 0; terminate && i < c->nslots; i++) {
+        proc_slot *s = &c->slots[i];
+        if (s->state != SLOT_FREE && s->kill_reason == KILL_NONE) {
+            s->kill_reason = KILL_TERMINATE;
+        }
+    }
+    np_mutex_unlock(&c->mutex);
+    if (how >= 0) {
+        np_proc_abandon_pending(c, how);
+    }
+    np_proc_ring_control(c);
+}
+
 /* core._shutdown(cancel_futures): no new tasks; optionally cancel what is
  * pending.  The collector then stops the workers once the rest is done. */
 PyObject *
@@ -321,13 +343,7 @@ np_proc_shutdown(PyObject *op, PyObject *args)
     if (!PyArg_ParseTuple(args, "|p:_shutdown", &cancel)) {
         return NULL;
     }
-    np_mutex_lock(&c->mutex);
-    c->closed = 1;
-    np_mutex_unlock(&c->mutex);
-    if (cancel) {
-        np_proc_abandon_pending(c, ABANDON_CANCEL);
-    }
-    np_proc_ring_control(c);
+    close_core(c, cancel ? ABANDON_CANCEL : -1, 0);
     Py_RETURN_NONE;
 }
 
@@ -337,18 +353,7 @@ np_proc_shutdown(PyObject *op, PyObject *args)
 PyObject *
 np_proc_terminate(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
-    proc_core *c = CORE(op);
-    np_mutex_lock(&c->mutex);
-    c->closed = 1;
-    for (int i = 0; i < c->nslots; i++) {
-        proc_slot *s = &c->slots[i];
-        if (s->state != SLOT_FREE && s->kill_reason == KILL_NONE) {
-            s->kill_reason = KILL_TERMINATE;
-        }
-    }
-    np_mutex_unlock(&c->mutex);
-    np_proc_abandon_pending(c, ABANDON_ALL);
-    np_proc_ring_control(c);
+    close_core(CORE(op), ABANDON_ALL, 1);
     Py_RETURN_NONE;
 }
 
@@ -362,15 +367,11 @@ np_proc_set_broken(PyObject *op, PyObject *args)
     if (!PyArg_ParseTuple(args, "U|O:_set_broken", &msg, &cause)) {
         return NULL;
     }
-    np_mutex_lock(&c->mutex);
-    c->closed = 1;   /* the workers stop once their tasks are done */
-    np_mutex_unlock(&c->mutex);
     if (c->broken == NULL) {
         c->broken = Py_NewRef(msg);
         c->broken_cause = cause == Py_None ? NULL : Py_NewRef(cause);
     }
-    np_proc_abandon_pending(c, ABANDON_FAIL);
-    np_proc_ring_control(c);
+    close_core(c, ABANDON_FAIL, 0);   /* workers stop once their tasks are done */
     Py_RETURN_NONE;
 }
 

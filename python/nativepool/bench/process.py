@@ -26,7 +26,8 @@ Six groups of rows, each its own workload:
   (``multiprocessing.Pool.map(inc, range(n), chunksize=1000)``), us per
   item; the target compares with multiprocessing.Pool.
 * bytes: a 64 MiB ``bytes`` (16 MiB with --quick) sent to a worker, its
-  length sent back (``submit(nbytes, data).result()``), ms per transfer.
+  length sent back (``submit(nbytes, data).result()``), ms per transfer,
+  in the steady state: the warm-up sends every worker the data first.
 * numpy: the same with a uint8 numpy array ("n/a" without numpy).
 * cpu: 4 calls of the pure-Python ``cpu_intensive(n)`` (n calibrated at
   run time to ~0.2 s a call, ~0.05 s with --quick) on 2 workers against
@@ -117,7 +118,7 @@ def cpu_intensive(n):
 def worker_pid(delay=0.0, payload=None):
     """The warm-up task: this worker's pid, after ``delay`` seconds (so
     that a pool that starts workers on demand starts all of them).  The
-    payload (a small numpy array for the numpy rows) is only unpickled."""
+    payload (the transfer rows' data) is only unpickled."""
     if delay:
         time.sleep(delay)
     return os.getpid()
@@ -427,10 +428,11 @@ def bench_transfer(impl, kind, mib, n_transfers):
     data).result()``: the data out, a small int back."""
     data = payload(kind, mib)
     size = mib * MiB
-    warm = None
-    if kind == "numpy":
-        np = _numpy()
-        warm = np.zeros(8, dtype=np.uint8)   # numpy imported in every worker
+    # Warm up with the data itself: every worker has received it once, so
+    # the timed transfers are the steady state (throughput), not a fresh
+    # process's first touch of that much memory (on a VM, up to 10x slower
+    # and erratic); the same for every implementation.
+    warm = data
 
     def body(handle):
         submit, wait = handle.submit, handle.wait
