@@ -163,6 +163,18 @@ def test_timeout_counts_from_start_not_submit(pools):
     assert second.result(timeout=HANG_TIMEOUT) == "b"
 
 
+def test_timeout_does_not_count_a_starting_worker(pools):
+    """A task sent to a worker that is still starting (here: a slow
+    initializer) has its timeout start when the worker starts the task, and
+    an overdue one is still caught when nothing else wakes the pool."""
+    p = pools(1, initializer=time.sleep, initargs=(1.0,))
+    f = p.schedule(nap, (0.1, "ok"), timeout=0.5)
+    assert f.result(timeout=HANG_TIMEOUT) == "ok"
+    g = p.schedule(nap, (30,), timeout=0.3)
+    with pytest.raises(np.TimeoutError):
+        g.result(timeout=HANG_TIMEOUT)
+
+
 def test_cancel_running(pools):
     p = pools(1)
     running = p.submit(nap, 30)

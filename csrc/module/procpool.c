@@ -160,8 +160,9 @@ send_task(proc_slot *s, np_future *f, int have_gil, uint64_t gen)
     }
     unsigned char hdr[8];
     uint64_t id = t->id;
+    uint64_t wire_id = id | (t->timeout_ns > 0 ? TASK_TIMED : 0);
     for (int i = 0; i < 8; i++) {
-        hdr[i] = (unsigned char)(id >> (8 * i));
+        hdr[i] = (unsigned char)(wire_id >> (8 * i));
     }
     struct iovec iov[2] = {
         {hdr, sizeof hdr},
@@ -216,13 +217,15 @@ np_proc_send_stop(proc_slot *s)
 }
 
 /* core->mutex held: claim slot s for the task f (the caller's reference
- * moves to the slot).  Returns the slot's generation, for send_task. */
+ * moves to the slot).  Returns the slot's generation, for send_task.  A
+ * task's timeout starts when the worker says it has started it (the
+ * collector sets the deadline on ST_STARTED): a worker still starting up,
+ * or still running its initializer, does not eat into it. */
 static uint64_t
 claim(proc_slot *s, np_future *f)
 {
-    proc_task *t = np_proc_future_task(f);
     s->running = f;
-    s->deadline = t->timeout_ns > 0 ? np_monotonic_ns() + t->timeout_ns : NP_FOREVER;
+    s->deadline = NP_FOREVER;
     if (s->left > 0) {
         s->left--;
     }

@@ -60,8 +60,11 @@
 
 #include "np_chan.h"
 
-/* Reply statuses: _procworker.py */
-enum { ST_OK = 0, ST_ERROR = 1, ST_RETIRED = 2, ST_INIT_FAILED = 3 };
+/* Reply statuses: _procworker.py.  ST_STARTED: the worker has begun the
+ * task (sent only for a task whose id carries TASK_TIMED): its timeout
+ * starts now. */
+enum { ST_OK = 0, ST_ERROR = 1, ST_RETIRED = 2, ST_INIT_FAILED = 3, ST_STARTED = 4 };
+#define TASK_TIMED ((uint64_t)1 << 63)
 #define REPLY_HEADER 9
 #define BAD_MESSAGE (-1000)   /* a reply shorter than its header */
 
@@ -93,7 +96,8 @@ typedef struct {
     PyObject *chanobj;       /* the _Channel (GIL) */
     np_mutex send_lock;
     np_future *running;      /* strong; the one task sent and not answered */
-    int64_t deadline;        /* of running: NP_FOREVER if none */
+    int64_t deadline;        /* of running: NP_FOREVER if none, or not
+                              * started yet (ST_STARTED) */
     long pid;
     int state;
     int kill_reason;         /* why the manager was asked to kill it */

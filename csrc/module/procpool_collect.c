@@ -103,6 +103,13 @@ handle_reply(proc_core *c, proc_slot *s, char *msg, size_t len,
     np_mutex_lock(&c->mutex);
     np_future *f = s->running;
     proc_task *t = f ? np_proc_future_task(f) : NULL;
+    if (status == ST_STARTED && t != NULL && t->id == id && t->timeout_ns > 0 &&
+        len == REPLY_HEADER) {
+        s->deadline = np_monotonic_ns() + t->timeout_ns;   /* plan() sees it next */
+        np_mutex_unlock(&c->mutex);
+        free(msg);
+        return EV_NONE;
+    }
     long shared = shared_header(msg + REPLY_HEADER, len - REPLY_HEADER);
     if (t == NULL || t->id != id || status > ST_ERROR || shared < 0) {
         s->kill_reason = KILL_PROTOCOL;

@@ -18,6 +18,9 @@ in order):
                              worker exits 0 right after
                      INIT_FAILED task id -1: the initializer raised (its
                              exception follows); the worker exits 1
+                     STARTED (no pickle) the task has begun: sent first
+                             for a task whose id has bit 63 (TIMED) set,
+                             cleared in the reply; its timeout starts
 
 The id is outside the pickle so that a task whose payload cannot be
 unpickled here (a function the worker cannot import) still fails only its
@@ -37,8 +40,11 @@ OK = 0
 ERROR = 1
 RETIRED = 2
 INIT_FAILED = 3
+STARTED = 4
+TIMED = 1 << 63   # in a TASK's id: say STARTED first (its timeout starts)
 
 _ID = struct.Struct("<q")
+_TASK_ID = struct.Struct("<Q")
 _REPLY = struct.Struct("<qB")
 HEADER = _ID.size
 
@@ -172,7 +178,10 @@ def main(fds, initializer=None, initargs=(), max_tasks=None, forked=False,
         _release_held()
         if not msg:
             break                       # STOP
-        (task_id,) = _ID.unpack_from(msg)
+        (task_id,) = _TASK_ID.unpack_from(msg)
+        if task_id & TIMED:
+            task_id &= ~TIMED
+            ch.send(_REPLY.pack(task_id, STARTED))
         try:
             fn, args, kwargs = _shared.load(memoryview(msg)[HEADER:])
             msg = None
