@@ -361,7 +361,7 @@ def test_task_unread_by_a_dead_worker_runs_on_another(pools, size):
     killer = threading.Timer(0.3, os.kill, (w, signal.SIGKILL))
     killer.start()   # a long message blocks submit until the worker is gone
     try:
-        f = p.submit(pid_of, b"x" * size)
+        f = p.submit(pid_of, "x" * size)   # str: in the pickle, not out of band
         assert f.running()
         if size < 1000:
             time.sleep(0.3)
