@@ -170,11 +170,15 @@ def test_buffers_are_closed_once_answered(pools):
     assert ps.describe(rs[0].result()) == ps.describe(big_array())
     assert segment_fds_of_buffers() == 4   # 3 unread, 1 mapped by its array
     del rs, fs
-    # The collector drops its references to finished futures without the
-    # GIL (deferred to the next pool call that holds it): one more task.
-    assert p.submit(ps.add, 1, 2).result(T) == 3
-    gc.collect()
-    assert segment_fds_of_buffers() == 0
+
+    def released():
+        # The collector drops its references to finished futures without
+        # the GIL, deferred to the next pool call that holds it (a submit);
+        # its last drop may come just after one.
+        assert p.submit(ps.add, 1, 2).result(T) == 3
+        gc.collect()
+        return segment_fds_of_buffers() == 0
+    assert wait_until_true(released)
 
 
 def segment_fds_of_buffers():
