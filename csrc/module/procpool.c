@@ -304,16 +304,17 @@ np_proc_feed_slot(proc_core *c, proc_slot *s, np_worker_ctx *ctx)
 /* ---- submitting ----------------------------------------------------------------- */
 
 /* core->mutex held: take f out of the pending list (the list's reference
- * goes to the caller).  0 if it is not there. */
+ * goes to the caller).  0 if it is not there, or if requeued_only and it
+ * is not a requeued task. */
 int
-np_proc_unlink_pending(proc_core *c, PyObject *f)
+np_proc_unlink_pending(proc_core *c, PyObject *f, int requeued_only)
 {
     np_future *prev = NULL, *p = c->head;
     while (p != NULL && (PyObject *)p != f) {
         prev = p;
         p = next_future(p);
     }
-    if (p == NULL) {
+    if (p == NULL || (requeued_only && !np_proc_future_task(p)->requeued)) {
         return 0;
     }
     np_task *next = p->task.base.next;
@@ -514,7 +515,7 @@ core_submit(PyObject *op, PyObject *args, PyObject *kwargs)
              * still pending unless another thread took it meanwhile. */
             PyObject *exc = np_fetch_exception();
             np_mutex_lock(&c->mutex);
-            int found = np_proc_unlink_pending(c, (PyObject *)f);
+            int found = np_proc_unlink_pending(c, (PyObject *)f, 0);
             np_mutex_unlock(&c->mutex);
             if (found) {
                 Py_DECREF(f);   /* the list's */

@@ -163,7 +163,7 @@ next_future(np_future *f)
 void np_proc_ring_control(proc_core *c);   /* wake the collector */
 PyObject *np_proc_broken_exception(proc_core *c);
 int np_proc_check_open(proc_core *c);
-int np_proc_unlink_pending(proc_core *c, PyObject *f);
+int np_proc_unlink_pending(proc_core *c, PyObject *f, int requeued_only);
 
 /* procpool_workers.c: the manager's methods of the core. */
 enum { ABANDON_CANCEL, ABANDON_FAIL, ABANDON_ALL };

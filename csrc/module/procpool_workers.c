@@ -74,6 +74,18 @@ cancelled_running_error(proc_core *c)
                                  "its worker process was killed");
 }
 
+/* Fail f, a task the core has let go of (its reference is the caller's,
+ * dropped here), with err (stolen; NULL: the current exception), its
+ * shared buffers closed.  GIL held. */
+static void
+fail_task(proc_core *c, np_future *f, PyObject *err)
+{
+    np_proc_task_close_fds(np_proc_future_task(f));
+    np_future_finish_exception(c->st, f, err);
+    Py_XDECREF(err);
+    Py_DECREF(f);
+}
+
 /* core->mutex held: put f back at the head of the pending list (it takes
  * over the caller's reference); its future stays RUNNING. */
 static void
@@ -145,7 +157,6 @@ np_proc_slot_gone(PyObject *op, PyObject *args)
     Py_XDECREF(chanobj);
     if (f != NULL) {
         PyObject *err;
-        np_proc_task_close_fds(np_proc_future_task(f));
         if (reason == KILL_TIMEOUT) {
             err = PyObject_CallFunction(
                 c->st->TimeoutError, "s",
@@ -161,12 +172,7 @@ np_proc_slot_gone(PyObject *op, PyObject *args)
         else {
             err = Py_NewRef(exc);
         }
-        if (err == NULL) {
-            err = np_fetch_exception();
-        }
-        np_future_finish_exception(c->st, f, err);
-        Py_DECREF(err);
-        Py_DECREF(f);   /* the slot's */
+        fail_task(c, f, err);   /* and the slot's reference */
     }
     Py_RETURN_NONE;
 }
@@ -224,25 +230,12 @@ np_proc_cancel_running(PyObject *op, PyObject *fut)
         }
     }
     if (pid < 0) {
-        /* Only a requeued task is RUNNING in the list (unlinked only if so). */
-        np_future *p = c->head;
-        while (p != NULL && (PyObject *)p != fut) {
-            p = next_future(p);
-        }
-        requeued = p != NULL && np_proc_future_task(p)->requeued &&
-                   np_proc_unlink_pending(c, fut);
+        /* Only a requeued task is RUNNING in the list. */
+        requeued = np_proc_unlink_pending(c, fut, 1);
     }
     np_mutex_unlock(&c->mutex);
     if (requeued) {
-        np_future *f = (np_future *)fut;
-        np_proc_task_close_fds(np_proc_future_task(f));
-        PyObject *err = cancelled_running_error(c);
-        if (err == NULL) {
-            err = np_fetch_exception();
-        }
-        np_future_finish_exception(c->st, f, err);
-        Py_DECREF(err);
-        Py_DECREF(f);   /* the list's */
+        fail_task(c, (np_future *)fut, cancelled_running_error(c));   /* and the list's reference */
         Py_RETURN_TRUE;
     }
     if (pid < 0) {
