@@ -247,7 +247,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->cf_logger);
     Py_VISIT(st->np_logger);
     Py_VISIT(st->spawn_thread);
-    return 0;
+    return np_locks_traverse(st, visit, arg);
 }
 
 static int
@@ -294,6 +294,9 @@ module_clear(PyObject *module)
     Py_CLEAR(st->str_add_exception);
     Py_CLEAR(st->str_add_cancelled);
     Py_CLEAR(st->str_join);
+    /* The lock-order hook; the registry stays for the locks that outlive
+     * this module object (module_free drops our reference). */
+    np_locks_clear(st);
     return 0;
 }
 
@@ -301,6 +304,7 @@ static void
 module_free(void *module)
 {
     module_clear((PyObject *)module);
+    np_locks_free(get_state((PyObject *)module));
 }
 
 static PyModuleDef_Slot module_slots[] = {

@@ -75,6 +75,10 @@ typedef struct np_state {
      * holds it: a lock-free stack linked by task.base.next (native_task.c). */
     _Atomic(struct np_pytask *) reclaim;
 
+    /* This interpreter's live Locks and RLocks and its lock-order hook
+     * (sync_lock.c): counted, since a lock may outlive the module object. */
+    struct np_lockreg *locks;
+
     double timeout_max;              /* threading.TIMEOUT_MAX */
     int log_unretrieved;             /* log exceptions nobody retrieved */
     int interpreter_exiting;         /* set by the atexit hook */
@@ -395,6 +399,11 @@ int np_lock_types_init(PyObject *module, np_state *st);
 /* debug.dump_locks and debug.check_lock_order (sync_lock.c). */
 PyObject *np_held_locks(PyObject *module, PyObject *ignored);
 PyObject *np_set_lock_hook(PyObject *module, PyObject *hook);
+/* The lock registry's part of module init/traverse/clear/free. */
+int np_locks_init(np_state *st);
+int np_locks_traverse(np_state *st, visitproc visit, void *arg);
+void np_locks_clear(np_state *st);     /* drops the hook */
+void np_locks_free(np_state *st);      /* and the state's reference */
 
 /* Condition's fast path over our own Lock/RLock (sync_lock.c). */
 enum { NP_FASTLOCK_LOCK = 1, NP_FASTLOCK_RLOCK = 2 };

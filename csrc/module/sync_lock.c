@@ -16,6 +16,11 @@
 
 #include <pthread.h>
 
+/* The registry of one interpreter's locks (debug.dump_locks) and its
+ * lock-order hook, behind a pointer every lock holds: see "the registry"
+ * below for why it is not simply part of the module state. */
+typedef struct np_lockreg np_lockreg;
+
 /* Lock and RLock share this prefix.  `owner` is the RLock's owner; for a
  * Lock it only records who acquired it last (a Lock may be released by
  * anyone), for debug.dump_locks. */
@@ -25,7 +30,8 @@ typedef struct np_lockobj {
     np_stats stats;
     PyObject *weakreflist;
     _Atomic unsigned long owner;     /* thread ident, 0 when free */
-    struct np_lockobj *reg_prev, *reg_next;   /* every live lock: registry */
+    np_lockreg *reg;                 /* a counted reference; set by sync_new */
+    struct np_lockobj *reg_prev, *reg_next;   /* reg's list, under reg->mutex */
 } np_lockobj;
 
 typedef struct {
@@ -37,104 +43,254 @@ typedef struct {
 #define RLOCK(op) ((np_rlockobj *)(op))
 
 /* ---- the registry of live locks (debug.dump_locks) -----------------------
- * A list of every Lock and RLock, linked at creation and unlinked at
- * deallocation under registry_lock, so a program that is already stuck can
- * still be asked which locks are held, by whom, with how many waiters.
- * The cost is paid at creation and destruction only. */
+ * A list of every Lock and RLock of one interpreter, linked at creation and
+ * unlinked at deallocation under `mutex`, so a program that is already
+ * stuck can still be asked which locks are held, by whom, with how many
+ * waiters.  The cost is paid at creation and destruction only.
+ *
+ * One registry per module object (per interpreter: a legacy subinterpreter
+ * that imports us gets its own, and sees only its own locks).  The module
+ * state holds one reference, every lock another: a lock can outlive its
+ * module object (the collector may clear the module and the lock's type,
+ * whose ht_module it drops, before it frees a lock caught in the same
+ * garbage; finalization does the same), and its dealloc still unlinks from
+ * a live registry.  module_clear drops the hook (a Python object); the
+ * registry itself is freed with its last reference.
+ *
+ * Lock rule: `mutex` is held for list moves and loads only -- never across
+ * a Python allocation, DECREF or call.  On 3.9-3.11 an allocation can run
+ * the collector, which can free a lock, whose dealloc takes `mutex`: a
+ * self-deadlock (dump_locks did that). */
+struct np_lockreg {
+    np_mutex mutex;
+    np_lockobj *head;
+    _Atomic Py_ssize_t refs;
+    /* The lock-order hook (debug.check_lock_order): NULL unless checking
+     * is on.  Only read and written with the GIL held; one load when off. */
+    PyObject *hook;
+    struct np_lockreg *all_prev, *all_next;   /* every registry: for fork */
+};
 
-static np_mutex registry_lock = NP_MUTEX_INIT;
-static np_lockobj *registry;
-static pthread_once_t registry_once = PTHREAD_ONCE_INIT;
+/* Every registry of the process, so that a fork child can reset their
+ * mutexes: a fork can catch another thread inside a critical section, and
+ * in the child that thread does not exist. */
+static np_mutex all_regs_lock = NP_MUTEX_INIT;
+static np_lockreg *all_regs;
+static pthread_once_t all_regs_once = PTHREAD_ONCE_INIT;
 
-/* A fork can catch another thread inside the registry's critical section:
- * the child starts with it free (the other thread does not exist there). */
 static void
-registry_after_fork(void)
+registries_after_fork(void)
 {
-    atomic_store(&registry_lock.word, 0);
-}
-
-static void
-registry_init(void)
-{
-    (void)pthread_atfork(NULL, NULL, registry_after_fork);
-}
-
-static void
-registry_add(np_lockobj *l)
-{
-    (void)pthread_once(&registry_once, registry_init);
-    np_mutex_lock(&registry_lock);
-    l->reg_prev = NULL;
-    l->reg_next = registry;
-    if (registry != NULL) {
-        registry->reg_prev = l;
+    atomic_store(&all_regs_lock.word, 0);
+    for (np_lockreg *r = all_regs; r != NULL; r = r->all_next) {
+        atomic_store(&r->mutex.word, 0);
     }
-    registry = l;
-    np_mutex_unlock(&registry_lock);
+}
+
+static void
+registries_init(void)
+{
+    (void)pthread_atfork(NULL, NULL, registries_after_fork);
+}
+
+static np_lockreg *
+lockreg_new(void)
+{
+    (void)pthread_once(&all_regs_once, registries_init);
+    np_lockreg *r = PyMem_RawCalloc(1, sizeof(*r));
+    if (r == NULL) {
+        return NULL;
+    }
+    atomic_init(&r->refs, 1);
+    np_mutex_lock(&all_regs_lock);
+    r->all_next = all_regs;
+    if (all_regs != NULL) {
+        all_regs->all_prev = r;
+    }
+    all_regs = r;
+    np_mutex_unlock(&all_regs_lock);
+    return r;
+}
+
+static void
+lockreg_decref(np_lockreg *r)
+{
+    if (atomic_fetch_sub(&r->refs, 1) != 1) {
+        return;
+    }
+    /* The last reference: no lock is linked, and the module state that
+     * owned the hook has cleared it. */
+    np_mutex_lock(&all_regs_lock);
+    if (r->all_prev != NULL) {
+        r->all_prev->all_next = r->all_next;
+    }
+    else {
+        all_regs = r->all_next;
+    }
+    if (r->all_next != NULL) {
+        r->all_next->all_prev = r->all_prev;
+    }
+    np_mutex_unlock(&all_regs_lock);
+    PyMem_RawFree(r);
+}
+
+static void
+registry_add(np_lockreg *r, np_lockobj *l)
+{
+    atomic_fetch_add(&r->refs, 1);
+    l->reg = r;
+    np_mutex_lock(&r->mutex);
+    l->reg_prev = NULL;
+    l->reg_next = r->head;
+    if (r->head != NULL) {
+        r->head->reg_prev = l;
+    }
+    r->head = l;
+    np_mutex_unlock(&r->mutex);
 }
 
 static void
 registry_remove(np_lockobj *l)
 {
-    np_mutex_lock(&registry_lock);
+    np_lockreg *r = l->reg;
+    if (r == NULL) {
+        return;
+    }
+    np_mutex_lock(&r->mutex);
     if (l->reg_prev != NULL) {
         l->reg_prev->reg_next = l->reg_next;
     }
-    else if (registry == l) {
-        registry = l->reg_next;
+    else if (r->head == l) {
+        r->head = l->reg_next;
     }
     if (l->reg_next != NULL) {
         l->reg_next->reg_prev = l->reg_prev;
     }
-    np_mutex_unlock(&registry_lock);
+    np_mutex_unlock(&r->mutex);
+    l->reg = NULL;
+    lockreg_decref(r);
 }
 
-/* _held_locks(): [(lock, owner ident, depth, waiters)] for every lock that
- * is held now. */
-PyObject *
-np_held_locks(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+int
+np_locks_init(np_state *st)
 {
-    PyObject *out = PyList_New(0);
-    if (out == NULL) {
-        return NULL;
+    st->locks = lockreg_new();
+    if (st->locks == NULL) {
+        PyErr_NoMemory();
+        return -1;
     }
-    np_mutex_lock(&registry_lock);
-    for (np_lockobj *l = registry; l != NULL; l = l->reg_next) {
-        if (np_sem_value(&l->sem) != 0) {
+    return 0;
+}
+
+int
+np_locks_traverse(np_state *st, visitproc visit, void *arg)
+{
+    if (st->locks != NULL) {
+        Py_VISIT(st->locks->hook);
+    }
+    return 0;
+}
+
+void
+np_locks_clear(np_state *st)
+{
+    if (st->locks != NULL) {
+        Py_CLEAR(st->locks->hook);
+    }
+}
+
+void
+np_locks_free(np_state *st)
+{
+    np_locks_clear(st);
+    if (st->locks != NULL) {
+        lockreg_decref(st->locks);
+        st->locks = NULL;
+    }
+}
+
+/* One held lock, as _held_locks reports it. */
+typedef struct {
+    PyObject *lock;                  /* a strong reference */
+    unsigned long owner, depth;
+    unsigned int waiters;
+} held_entry;
+
+/* _held_locks(): [(lock, owner ident, depth, waiters)] for every lock of
+ * this interpreter that is held now.  Strong references and numbers are
+ * collected under the registry mutex (raw memory only: no Python
+ * allocation there, see the lock rule above); the Python objects are built,
+ * and the references dropped, after it. */
+PyObject *
+np_held_locks(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    np_state *st = PyModule_GetState(module);
+    np_lockreg *r = st->locks;
+    held_entry *held = NULL;
+    size_t n = 0, cap = 0;
+    int nomem = 0;
+    if (r == NULL) {
+        return PyList_New(0);
+    }
+    np_mutex_lock(&r->mutex);
+    for (np_lockobj *l = r->head; l != NULL; l = l->reg_next) {
+        /* Refcount 0: being deallocated (not yet unlinked); skip it. */
+        if (np_sem_value(&l->sem) != 0 || Py_REFCNT(l) == 0) {
             continue;
         }
-        np_state *st = np_state_from_type(Py_TYPE(l));
-        unsigned long depth = st && PyObject_TypeCheck((PyObject *)l, st->rlock_type)
-                                  ? ((np_rlockobj *)l)->count : 1;
-        PyObject *t = Py_BuildValue("(OkkI)", (PyObject *)l,
-                                    atomic_load(&l->owner), depth,
-                                    np_sem_sleepers(&l->sem));
-        if (t == NULL || PyList_Append(out, t) < 0) {
-            Py_XDECREF(t);
-            np_mutex_unlock(&registry_lock);
-            Py_DECREF(out);
-            return NULL;
+        if (n == cap) {
+            size_t ncap = cap ? 2 * cap : 16;
+            held_entry *bigger = PyMem_RawRealloc(held, ncap * sizeof(*held));
+            if (bigger == NULL) {
+                nomem = 1;
+                break;
+            }
+            held = bigger;
+            cap = ncap;
         }
-        Py_DECREF(t);
+        np_state *lst = np_state_from_type(Py_TYPE(l));
+        int is_rlock = lst != NULL && PyObject_TypeCheck((PyObject *)l, lst->rlock_type);
+        Py_INCREF(l);
+        held[n].lock = (PyObject *)l;
+        held[n].owner = atomic_load(&l->owner);
+        held[n].depth = is_rlock ? ((np_rlockobj *)l)->count : 1;
+        held[n].waiters = np_sem_sleepers(&l->sem);
+        n++;
     }
-    np_mutex_unlock(&registry_lock);
+    np_mutex_unlock(&r->mutex);
+
+    PyObject *out = nomem ? PyErr_NoMemory() : PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; i < n && out != NULL; i++) {
+        PyObject *t = Py_BuildValue("(OkkI)", held[i].lock, held[i].owner,
+                                    held[i].depth, held[i].waiters);
+        if (t == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, (Py_ssize_t)i, t);
+    }
+    for (size_t i = 0; i < n; i++) {
+        Py_DECREF(held[i].lock);
+    }
+    PyMem_RawFree(held);
     return out;
 }
 
 /* ---- the lock-order hook (debug.check_lock_order) -------------------------
- * NULL unless checking is on; then called as hook(lock, event) with
- * HOOK_BEFORE before a blocking acquire (it may raise: the acquire then
+ * reg->hook is NULL unless checking is on; then called as hook(lock, event)
+ * with HOOK_BEFORE before a blocking acquire (it may raise: the acquire then
  * fails without taking the lock), HOOK_ACQUIRED after any successful
- * acquire, HOOK_RELEASED after a release.  Only read and written with the
- * GIL held, and one load when off. */
+ * acquire, HOOK_RELEASED after a release. */
 enum { HOOK_BEFORE = 0, HOOK_ACQUIRED = 1, HOOK_RELEASED = 2 };
-static PyObject *lock_hook;
+
+/* Every live lock has its registry (sync_new sets it, only dealloc clears
+ * it): the fast path pays two loads. */
+#define HOOK_ON(l) (LOCK(l)->reg->hook != NULL)
 
 static int
 call_hook(PyObject *op, int event)
 {
-    PyObject *hook = lock_hook;
+    PyObject *hook = LOCK(op)->reg ? LOCK(op)->reg->hook : NULL;
     if (hook == NULL) {
         return 0;
     }
@@ -155,13 +311,18 @@ call_hook(PyObject *op, int event)
 }
 
 PyObject *
-np_set_lock_hook(PyObject *Py_UNUSED(module), PyObject *hook)
+np_set_lock_hook(PyObject *module, PyObject *hook)
 {
+    np_state *st = PyModule_GetState(module);
     if (hook != Py_None && !PyCallable_Check(hook)) {
         PyErr_SetString(PyExc_TypeError, "the lock hook must be callable or None");
         return NULL;
     }
-    Py_XSETREF(lock_hook, hook == Py_None ? NULL : (Py_INCREF(hook), hook));
+    if (st->locks == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "nativepool's module state is cleared");
+        return NULL;
+    }
+    Py_XSETREF(st->locks->hook, hook == Py_None ? NULL : Py_NewRef(hook));
     Py_RETURN_NONE;
 }
 
@@ -172,11 +333,16 @@ sync_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs)
         PyErr_Format(PyExc_TypeError, "%s() takes no arguments", tp->tp_name);
         return NULL;
     }
+    np_state *st = np_state_from_type(tp);
+    if (st == NULL || st->locks == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s: nativepool's module is gone", tp->tp_name);
+        return NULL;
+    }
     PyObject *op = tp->tp_alloc(tp, 0);
     if (op != NULL) {
         /* Lock and RLock share the layout up to reg_next. */
         atomic_init(&LOCK(op)->sem.value, 1);
-        registry_add(LOCK(op));
+        registry_add(st->locks, LOCK(op));
     }
     return op;
 }
@@ -220,7 +386,7 @@ lock_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
             return NULL;
         }
     }
-    if (lock_hook != NULL && may_block(deadline) && call_hook(op, HOOK_BEFORE) < 0) {
+    if (HOOK_ON(op) && may_block(deadline) && call_hook(op, HOOK_BEFORE) < 0) {
         return NULL;
     }
     int r = np_sem_take_blocking(&l->sem, deadline, &l->stats);
@@ -231,7 +397,7 @@ lock_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         np_stats_acquired(&l->stats, 1);
         atomic_store_explicit(&l->owner, PyThread_get_thread_ident(),
                               memory_order_relaxed);
-        if (lock_hook != NULL) {
+        if (HOOK_ON(op)) {
             call_hook(op, HOOK_ACQUIRED);
         }
     }
@@ -253,7 +419,7 @@ lock_release(PyObject *op, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
         return NULL;
     }
-    if (lock_hook != NULL) {
+    if (HOOK_ON(op)) {
         call_hook(op, HOOK_RELEASED);
     }
     Py_RETURN_NONE;
@@ -368,7 +534,7 @@ static PyType_Spec lock_spec = {
 static int
 rlock_take(np_rlockobj *l, int64_t deadline, unsigned long me, unsigned long count)
 {
-    if (lock_hook != NULL && may_block(deadline) &&
+    if (HOOK_ON(l) && may_block(deadline) &&
         call_hook((PyObject *)l, HOOK_BEFORE) < 0) {
         return -1;
     }
@@ -377,7 +543,7 @@ rlock_take(np_rlockobj *l, int64_t deadline, unsigned long me, unsigned long cou
         atomic_store_explicit(&l->base.owner, me, memory_order_relaxed);
         l->count = count;
         np_stats_acquired(&l->base.stats, 1);
-        if (lock_hook != NULL) {
+        if (HOOK_ON(l)) {
             call_hook((PyObject *)l, HOOK_ACQUIRED);
         }
     }
@@ -430,7 +596,7 @@ rlock_release(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (--l->count == 0) {
         atomic_store_explicit(&l->base.owner, 0, memory_order_relaxed);
         np_sem_give(&l->base.sem, 1, 1, 0);
-        if (lock_hook != NULL) {
+        if (HOOK_ON(op)) {
             call_hook(op, HOOK_RELEASED);
         }
     }
@@ -549,6 +715,9 @@ static PyType_Spec rlock_spec = {
 int
 np_lock_types_init(PyObject *module, np_state *st)
 {
+    if (np_locks_init(st) < 0) {
+        return -1;
+    }
     st->lock_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &lock_spec, NULL);
     if (st->lock_type == NULL ||
         np_module_add(module, "Lock", (PyObject *)st->lock_type) < 0) {
@@ -626,7 +795,7 @@ np_fastlock_save(PyObject *lock, int kind, unsigned long state[2])
     l->count = 0;
     atomic_store_explicit(&l->base.owner, 0, memory_order_relaxed);
     np_sem_give(&l->base.sem, 1, 1, 0);
-    if (lock_hook != NULL) {
+    if (HOOK_ON(lock)) {
         call_hook(lock, HOOK_RELEASED);
     }
     return 0;
