@@ -386,6 +386,11 @@ void np_stats_reset(np_stats *s);
  * out, -1 with an exception (a signal handler raised: Ctrl-C). */
 int np_sem_take_blocking(np_sem *s, int64_t deadline_ns, np_stats *stats);
 
+/* Take one unit, waiting as long as it takes, GIL released; signals do not
+ * interrupt it (they stay pending).  For taking a lock back after a wait:
+ * the stdlib's finally that a Ctrl-C cannot skip. */
+void np_sem_take_uninterruptible(np_sem *s, np_stats *stats);
+
 /* Wait until s's value differs from seen (an Event), GIL released: 1,
  * 0 timed out, -1 exception. */
 int np_sem_wait_change_blocking(np_sem *s, uint32_t seen, int64_t deadline_ns);
@@ -412,7 +417,7 @@ int np_fastlock_owned(PyObject *lock, int kind);
 int np_fastlock_acquire(PyObject *lock, int kind);
 int np_fastlock_release(PyObject *lock, int kind);
 int np_fastlock_save(PyObject *lock, int kind, unsigned long state[2]);
-int np_fastlock_restore(PyObject *lock, int kind, const unsigned long state[2]);
+void np_fastlock_restore(PyObject *lock, int kind, const unsigned long state[2]);
 int np_semaphore_types_init(PyObject *module, np_state *st);
 int np_atomicint_type_init(PyObject *module, np_state *st);
 int np_condition_types_init(PyObject *module, np_state *st);   /* Condition */

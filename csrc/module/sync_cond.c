@@ -201,8 +201,44 @@ unlink_waiter(np_condobj *c, cond_waiter *w)
     }
 }
 
+/* Take a lock that is not ours back after a wait: its _acquire_restore
+ * (threading.RLock's is uninterruptible) or its acquire() (a plain lock's
+ * is not: a signal handler that raises interrupts it).  What signal
+ * handlers raise -- an exception that is not an Exception: KeyboardInterrupt,
+ * SystemExit -- is kept in *pending (unless one is already there) and the
+ * acquire retried, so that it propagates with the lock held.  Any other
+ * error is the lock's own: -1 with it raised (the lock is not held). */
+static int
+restore_foreign(np_condobj *c, PyObject *saved, PyObject **pending)
+{
+    for (;;) {
+        PyObject *res = c->acquire_restore
+                            ? PyObject_CallOneArg(c->acquire_restore, saved)
+                            : PyObject_CallNoArgs(c->acquire);
+        if (res != NULL) {
+            Py_DECREF(res);
+            return 0;
+        }
+        PyObject *e = np_fetch_exception();
+        if (e == NULL || PyErr_GivenExceptionMatches(e, PyExc_Exception)) {
+            if (e != NULL) {
+                np_raise_exception(e);
+                Py_DECREF(e);
+            }
+            return -1;
+        }
+        if (*pending == NULL) {
+            *pending = e;
+        }
+        else {
+            Py_DECREF(e);
+        }
+    }
+}
+
 /* wait() with an absolute deadline: 1 notified, 0 timed out, -1 error.  The
- * lock is held again on return, whatever happened. */
+ * lock is held again on return, whatever happened -- unless a lock that is
+ * not ours fails to be taken back for a reason of its own (restore_foreign). */
 static int
 cond_wait_until(np_condobj *c, int64_t deadline)
 {
@@ -253,26 +289,29 @@ cond_wait_until(np_condobj *c, int64_t deadline)
     }
     np_mutex_unlock(&c->mutex);
 
-    /* Take the lock back even if we are raising (the stdlib's finally). */
+    /* Take the lock back even if we are raising (the stdlib's finally), and
+     * so that a Ctrl-C cannot leave us without it: the with-block's exit
+     * would then raise RuntimeError and mask the KeyboardInterrupt.  A
+     * signal that arrives meanwhile is delivered once we hold the lock. */
     PyObject *exc = r < 0 ? np_fetch_exception() : NULL;
-    PyObject *res;
+    int failed = 0;
     if (c->fast) {
-        res = np_fastlock_restore(c->lock, c->fast, fast_state) < 0 ? NULL : Py_None;
-        Py_XINCREF(res);
+        np_fastlock_restore(c->lock, c->fast, fast_state);
     }
     else {
-        res = c->acquire_restore ? PyObject_CallOneArg(c->acquire_restore, saved)
-                                 : PyObject_CallNoArgs(c->acquire);
+        failed = restore_foreign(c, saved, &exc);
     }
     Py_DECREF(saved);
-    if (res == NULL) {
+    if (failed) {
         Py_XDECREF(exc);
         return -1;
     }
-    Py_DECREF(res);
     if (exc != NULL) {
         np_raise_exception(exc);
         Py_DECREF(exc);
+        return -1;
+    }
+    if (PyErr_CheckSignals() < 0) {
         return -1;
     }
     return notified;

@@ -303,7 +303,16 @@ call_hook(PyObject *op, int event)
         if (event == HOOK_BEFORE) {
             return -1;            /* the report: refuse the acquire */
         }
-        PyErr_WriteUnraisable(op);
+        /* After the fact nothing can fail.  A Ctrl-C whose handler ran
+         * inside the hook's Python code is not lost: it is raised again at
+         * the next check (the caller holds the lock by then). */
+        if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+            PyErr_Clear();
+            PyErr_SetInterrupt();
+        }
+        else {
+            PyErr_WriteUnraisable(op);
+        }
         return 0;
     }
     Py_DECREF(r);
@@ -373,6 +382,28 @@ sstate(PyObject *op)
     return np_state_from_type(Py_TYPE(op));
 }
 
+/* Take a Lock or RLock back after a wait (Condition.wait, _acquire_restore)
+ * for `owner` at depth `count`: uninterruptibly, as threading's RLock does
+ * (a Ctrl-C must not leave wait() without its lock: the with-block's exit
+ * would then fail and mask the KeyboardInterrupt), and without asking the
+ * lock-order hook, whose HOOK_BEFORE may refuse: a restore is no new
+ * acquisition decision and must not fail.  The hook still hears that the
+ * lock is held again.  A signal that arrives meanwhile stays pending for
+ * the caller to deliver.  No exception may be set on entry. */
+static void
+lock_restore(np_lockobj *l, unsigned long owner, unsigned long count, int is_rlock)
+{
+    np_sem_take_uninterruptible(&l->sem, &l->stats);
+    atomic_store_explicit(&l->owner, owner, memory_order_relaxed);
+    if (is_rlock) {
+        ((np_rlockobj *)l)->count = count;
+    }
+    np_stats_acquired(&l->stats, 1);
+    if (HOOK_ON(l)) {
+        call_hook((PyObject *)l, HOOK_ACQUIRED);
+    }
+}
+
 /* ---- Lock --------------------------------------------------------------- */
 
 static PyObject *
@@ -437,6 +468,22 @@ lock_locked(PyObject *op, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(np_sem_value(&LOCK(op)->sem) == 0);
 }
 
+/* For threading.Condition(nativepool.Lock()): it uses these when the lock
+ * has them, so its wait() takes the lock back uninterruptibly too (with a
+ * plain lock it calls acquire(), which Ctrl-C interrupts). */
+static PyObject *
+lock_release_save(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return lock_release(op, NULL);
+}
+
+static PyObject *
+lock_acquire_restore(PyObject *op, PyObject *Py_UNUSED(state))
+{
+    lock_restore(LOCK(op), PyThread_get_thread_ident(), 1, 0);
+    Py_RETURN_NONE;
+}
+
 /* After fork: a new, unlocked lock (waiters were threads of the parent). */
 static PyObject *
 lock_at_fork_reinit(PyObject *op, PyObject *Py_UNUSED(ignored))
@@ -499,6 +546,8 @@ static PyMethodDef lock_methods[] = {
     {"locked_lock", lock_locked, METH_NOARGS, "An obsolete synonym of locked()."},
     {"__enter__", lock_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))lock_exit, METH_FASTCALL, NULL},
+    {"_release_save", lock_release_save, METH_NOARGS, NULL},
+    {"_acquire_restore", lock_acquire_restore, METH_O, NULL},
     {"_at_fork_reinit", lock_at_fork_reinit, METH_NOARGS, NULL},
     STATS_METHODS,
     {NULL, NULL, 0, NULL},
@@ -648,9 +697,7 @@ rlock_acquire_restore(PyObject *op, PyObject *state)
     if (!PyArg_ParseTuple(state, "kk:_acquire_restore", &count, &owner)) {
         return NULL;
     }
-    if (rlock_take(RLOCK(op), NP_FOREVER, owner, count) < 0) {
-        return NULL;
-    }
+    lock_restore(LOCK(op), owner, count, 1);
     Py_RETURN_NONE;
 }
 
@@ -801,12 +848,14 @@ np_fastlock_save(PyObject *lock, int kind, unsigned long state[2])
     return 0;
 }
 
-/* _acquire_restore(state).  0, or -1 with an exception (Ctrl-C). */
-int
+/* _acquire_restore(state): never fails, never interrupted (lock_restore). */
+void
 np_fastlock_restore(PyObject *lock, int kind, const unsigned long state[2])
 {
     if (kind == NP_FASTLOCK_LOCK) {
-        return np_fastlock_acquire(lock, kind);
+        lock_restore(LOCK(lock), PyThread_get_thread_ident(), 1, 0);
     }
-    return rlock_take(RLOCK(lock), NP_FOREVER, state[1], state[0]) < 0 ? -1 : 0;
+    else {
+        lock_restore(LOCK(lock), state[1], state[0], 1);
+    }
 }

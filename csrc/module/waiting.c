@@ -280,6 +280,23 @@ np_sem_take_blocking(np_sem *s, int64_t deadline_ns, np_stats *stats)
     return sem_block(s, 0, deadline_ns, 1, stats);
 }
 
+void
+np_sem_take_uninterruptible(np_sem *s, np_stats *stats)
+{
+    if (np_sem_trytake(s)) {
+        return;
+    }
+    int64_t t0 = stats ? np_monotonic_ns() : 0;
+    Py_BEGIN_ALLOW_THREADS
+    /* Not NP_SEM_INTERRUPTIBLE: EINTR goes back to waiting; the signal
+     * stays pending for the caller to deliver once the unit is taken. */
+    (void)np_sem_take(s, NP_FOREVER, 0, NULL);
+    Py_END_ALLOW_THREADS
+    if (stats != NULL) {
+        stats_waited(stats, np_monotonic_ns() - t0);
+    }
+}
+
 int
 np_sem_wait_change_blocking(np_sem *s, uint32_t seen, int64_t deadline_ns)
 {
