@@ -157,6 +157,11 @@ barrier_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
     if (np_rlock_lock_until(&b->lock, NP_FOREVER) < 0) {
         return NULL;
     }
+    /* Under the lock only the state machine runs, and the action (as the
+     * stdlib runs it under its Condition).  BrokenBarrierError is raised,
+     * and the action's result dropped, after unlocking: both may allocate
+     * or run a finalizer, which may call back into this barrier. */
+    enum { OK, RAISED, BROKEN_ERR } outcome = OK;
     /* _enter(): block while the barrier drains or resets. */
     while (b->state == RESETTING || b->state == DRAINING) {
         if (barrier_wait_gen(b, NP_FOREVER) < 0) {
@@ -169,18 +174,17 @@ barrier_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
         return broken_error(op);
     }
     Py_ssize_t index = b->count++;
-    int failed = 0;
+    PyObject *action_result = NULL;
     if (index + 1 == b->parties) {
         /* _release(): run the action (lock held, as the stdlib does). */
         if (b->action != NULL) {
-            PyObject *r = PyObject_CallNoArgs(b->action);
-            if (r == NULL) {
+            action_result = PyObject_CallNoArgs(b->action);
+            if (action_result == NULL) {
                 barrier_break(b);
-                failed = 1;
+                outcome = RAISED;
             }
-            Py_XDECREF(r);
         }
-        if (!failed) {
+        if (outcome == OK) {
             b->state = DRAINING;
             barrier_notify_all(b);
         }
@@ -190,25 +194,29 @@ barrier_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
         while (b->state == FILLING) {
             int r = barrier_wait_gen(b, deadline);
             if (r < 0) {
-                failed = 1;          /* Ctrl-C: propagate, as the stdlib */
+                outcome = RAISED;    /* Ctrl-C: propagate, as the stdlib */
                 break;
             }
             if (r == 0 && b->state == FILLING) {
                 barrier_break(b);
-                broken_error(op);
-                failed = 1;
+                outcome = BROKEN_ERR;
                 break;
             }
         }
-        if (!failed && b->state < 0) {
-            broken_error(op);
-            failed = 1;
+        if (outcome == OK && b->state < 0) {
+            outcome = BROKEN_ERR;
         }
     }
     b->count--;
     barrier_exit(b);
     np_rlock_unlock(&b->lock);
-    return failed ? NULL : PyLong_FromSsize_t(index);
+    if (action_result != NULL) {
+        Py_DECREF(action_result);
+    }
+    if (outcome == BROKEN_ERR) {
+        return broken_error(op);
+    }
+    return outcome == RAISED ? NULL : PyLong_FromSsize_t(index);
 }
 
 static PyObject *
