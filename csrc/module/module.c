@@ -41,6 +41,20 @@ np_module_add(PyObject *module, const char *name, PyObject *obj)
     return 0;
 }
 
+PyObject *
+np_type_display_name(PyTypeObject *tp)
+{
+    PyObject *mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
+    if (mod == NULL) {
+        return NULL;
+    }
+    PyObject *qual = PyObject_GetAttrString((PyObject *)tp, "__qualname__");
+    PyObject *r = qual ? PyUnicode_FromFormat("%S.%S", mod, qual) : NULL;
+    Py_XDECREF(qual);
+    Py_DECREF(mod);
+    return r;
+}
+
 void
 np_log_exc(PyObject *logger, const char *level, const char *msg,
            PyObject *arg, PyObject *exc)

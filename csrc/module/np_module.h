@@ -98,6 +98,10 @@ void np_log_exc(PyObject *logger, const char *level, const char *msg,
 /* module.name (a new reference), importing module; NULL with an exception. */
 PyObject *np_import_attr(const char *module, const char *name);
 
+/* "module.qualname" of a type, as threading's reprs spell a class (a
+ * subclass shows its own name); a new reference, or NULL with an exception. */
+PyObject *np_type_display_name(PyTypeObject *tp);
+
 /* PyModule_AddObjectRef for 3.9: add obj (borrowed) as module.name. */
 int np_module_add(PyObject *module, const char *name, PyObject *obj);
 

@@ -458,17 +458,20 @@ q_dealloc(PyObject *op)
 static PyObject *
 queue_repr(PyObject *op)
 {
+    /* The queue module defines no repr: object's shape, "<queue.Queue
+     * object at 0x...>", with our fields before "at" (as _thread.RLock's). */
     npqueue *q = Q(op);
-    const char *name = q->kind == QK_PRIO ? "PriorityQueue"
-                     : q->kind == QK_LIFO ? "LifoQueue"
-                     : q->kind == QK_SIMPLE ? "SimpleQueue" : "Queue";
-    if (q->kind == QK_SIMPLE) {
-        return PyUnicode_FromFormat("<nativepool.%s size=%zd at %p>", name,
-                                    LOAD(q->count), op);
+    PyObject *name = np_type_display_name(Py_TYPE(op));
+    if (name == NULL) {
+        return NULL;
     }
-    return PyUnicode_FromFormat("<nativepool.%s maxsize=%zd size=%zd%s at %p>", name,
-                                LOAD(q->maxsize), LOAD(q->count),
-                                LOAD(q->shutdown) ? " shutdown" : "", op);
+    PyObject *r = q->kind == QK_SIMPLE
+        ? PyUnicode_FromFormat("<%U object size=%zd at %p>", name, LOAD(q->count), op)
+        : PyUnicode_FromFormat("<%U object maxsize=%zd size=%zd%s at %p>", name,
+                               LOAD(q->maxsize), LOAD(q->count),
+                               LOAD(q->shutdown) ? " shutdown=True" : "", op);
+    Py_DECREF(name);
+    return r;
 }
 
 static PyObject *

@@ -273,12 +273,19 @@ barrier_get_broken(PyObject *op, void *Py_UNUSED(closure))
 static PyObject *
 barrier_repr(PyObject *op)
 {
+    /* threading's shape (3.11+): "<threading.Barrier at 0x...: waiters=0/3>"
+     * or "...: broken>". */
     np_barrierobj *b = BARRIER(op);
-    if (b->state == BROKEN) {
-        return PyUnicode_FromFormat("<nativepool.Barrier broken at %p>", op);
+    PyObject *name = np_type_display_name(Py_TYPE(op));
+    if (name == NULL) {
+        return NULL;
     }
-    return PyUnicode_FromFormat("<nativepool.Barrier waiters=%zd/%zd at %p>",
-                                b->state == FILLING ? b->count : 0, b->parties, op);
+    PyObject *r = b->state == BROKEN
+        ? PyUnicode_FromFormat("<%U at %p: broken>", name, op)
+        : PyUnicode_FromFormat("<%U at %p: waiters=%zd/%zd>", name, op,
+                               b->state == FILLING ? b->count : 0, b->parties);
+    Py_DECREF(name);
+    return r;
 }
 
 static PyMethodDef barrier_methods[] = {

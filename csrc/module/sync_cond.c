@@ -554,7 +554,8 @@ cond_repr(PyObject *op)
     if (c->lock == NULL) {
         return PyUnicode_FromFormat("<nativepool.Condition (uninitialised) at %p>", op);
     }
-    return PyUnicode_FromFormat("<nativepool.Condition(%R, %zd)>", c->lock, c->nwaiters);
+    /* threading.Condition's, exactly: "<Condition(<lock>, nwaiters)>". */
+    return PyUnicode_FromFormat("<Condition(%S, %zd)>", c->lock, c->nwaiters);
 }
 
 static PyMethodDef cond_methods[] = {

@@ -511,11 +511,11 @@ static PyObject *
 lock_repr(PyObject *op)
 {
     np_lockobj *l = LOCK(op);
-    return PyUnicode_FromFormat(
-        "<nativepool.Lock %s waiters=%u acquisitions=%llu contended=%llu at %p>",
-        np_sem_value(&l->sem) ? "unlocked" : "locked", np_sem_sleepers(&l->sem),
-        (unsigned long long)atomic_load(&l->stats.acquisitions),
-        (unsigned long long)atomic_load(&l->stats.contended), op);
+    /* _thread.lock's shape, "<unlocked _thread.lock object at 0x...>", with
+     * our waiters where _thread.RLock puts its owner and count. */
+    return PyUnicode_FromFormat("<%s %s object waiters=%u at %p>",
+                                np_sem_value(&l->sem) ? "unlocked" : "locked",
+                                Py_TYPE(op)->tp_name, np_sem_sleepers(&l->sem), op);
 }
 
 #define ACQUIRE_DOC(cls)                                                     \
@@ -714,13 +714,12 @@ rlock_repr(PyObject *op)
 {
     np_rlockobj *l = RLOCK(op);
     unsigned long owner = atomic_load(&l->base.owner);
-    return PyUnicode_FromFormat(
-        "<nativepool.RLock %s owner=%lu count=%lu waiters=%u acquisitions=%llu "
-        "contended=%llu at %p>",
-        np_sem_value(&l->base.sem) ? "unlocked" : "locked", owner,
-        owner ? l->count : 0UL, np_sem_sleepers(&l->base.sem),
-        (unsigned long long)atomic_load(&l->base.stats.acquisitions),
-        (unsigned long long)atomic_load(&l->base.stats.contended), op);
+    /* _thread.RLock's shape: "<unlocked _thread.RLock object owner=0
+     * count=0 at 0x...>", plus our waiters. */
+    return PyUnicode_FromFormat("<%s %s object owner=%lu count=%lu waiters=%u at %p>",
+                                np_sem_value(&l->base.sem) ? "unlocked" : "locked",
+                                Py_TYPE(op)->tp_name, owner, owner ? l->count : 0UL,
+                                np_sem_sleepers(&l->base.sem), op);
 }
 
 static PyMethodDef rlock_methods[] = {

@@ -220,15 +220,19 @@ sem_reset_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
 static PyObject *
 sem_repr(PyObject *op)
 {
+    /* threading's shape (3.11+): "<threading.Semaphore at 0x...: value=3>",
+     * "<threading.BoundedSemaphore at 0x...: value=2/3>". */
     np_semobj *s = SEM(op);
-    const char *name = s->bounded ? "BoundedSemaphore" : "Semaphore";
-    if (s->bounded) {
-        return PyUnicode_FromFormat("<nativepool.%s value=%u/%u waiters=%u at %p>",
-                                    name, np_sem_value(&s->sem), s->bound,
-                                    np_sem_sleepers(&s->sem), op);
+    PyObject *name = np_type_display_name(Py_TYPE(op));
+    if (name == NULL) {
+        return NULL;
     }
-    return PyUnicode_FromFormat("<nativepool.%s value=%u waiters=%u at %p>", name,
-                                np_sem_value(&s->sem), np_sem_sleepers(&s->sem), op);
+    PyObject *r = s->bounded
+        ? PyUnicode_FromFormat("<%U at %p: value=%u/%u>", name, op,
+                               np_sem_value(&s->sem), s->bound)
+        : PyUnicode_FromFormat("<%U at %p: value=%u>", name, op, np_sem_value(&s->sem));
+    Py_DECREF(name);
+    return r;
 }
 
 static PyMethodDef sem_methods[] = {
@@ -397,10 +401,16 @@ event_at_fork_reinit(PyObject *op, PyObject *Py_UNUSED(ignored))
 static PyObject *
 event_repr(PyObject *op)
 {
-    np_eventobj *e = EVENT(op);
-    return PyUnicode_FromFormat("<nativepool.Event %s waiters=%u at %p>",
-                                np_sem_value(&e->sem) & EVENT_FLAG ? "set" : "unset",
-                                np_sem_sleepers(&e->sem), op);
+    /* threading's shape (3.11+): "<threading.Event at 0x...: unset>". */
+    PyObject *name = np_type_display_name(Py_TYPE(op));
+    if (name == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyUnicode_FromFormat(
+        "<%U at %p: %s>", name, op,
+        np_sem_value(&EVENT(op)->sem) & EVENT_FLAG ? "set" : "unset");
+    Py_DECREF(name);
+    return r;
 }
 
 static PyMethodDef event_methods[] = {
