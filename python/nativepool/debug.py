@@ -16,7 +16,11 @@ check_lock_order(True)
 dump_locks()
     For a program that is already stuck: list every nativepool Lock and RLock
     that is held, with its owner thread and how many threads wait for it.
-    Works without check_lock_order.  From a signal handler, for instance:
+    Works without check_lock_order.  It never blocks on a lock a collection
+    could need, so it is safe from a signal handler or another thread.
+
+Both are per interpreter: a subinterpreter that imports nativepool checks
+and lists its own locks only.  From a signal handler, for instance:
     ``signal.signal(signal.SIGUSR1, lambda *a: nativepool.debug.dump_locks(sys.stderr))``.
 """
 import _thread
