@@ -8,10 +8,28 @@
 
 /* ---- the iterator ------------------------------------------------------- */
 
+/*
+ * The stdlib's map() is a list of submits plus a generator over it, and we
+ * follow its lifetime rules exactly (concurrent/futures/_base.py):
+ *   - every item of an eager map runs whether or not the iterator is ever
+ *     touched: a generator that never started runs no `finally`, so
+ *     dropping or closing an unstarted iterator cancels nothing;
+ *   - once started, finishing it (exhausted, an error, a timeout, close(),
+ *     dropped) cancels the items not yet running;
+ *   - the iterator does not keep the pool: an eager one holds nothing of
+ *     it; with buffersize it holds a weak reference (3.14's executor_weakref)
+ *     and stops pulling input once the pool is gone.  The job holds the
+ *     pool's core, not the pool, so a dropped pool closes its core, the
+ *     workers finish the queued runners and exit.
+ *   - once the iterator is finished, results nobody can read are freed
+ *     (the stdlib's futures go with the generator).
+ */
 typedef struct {
     PyObject_HEAD
     map_job *job;
-    PyObject *pool;             /* keeps the pool, so its workers, alive */
+    PyObject *pool_ref;         /* buffersize mode: a weak reference to the
+                                   pool (or, for a pool that takes none, the
+                                   pool itself: pool_strong) */
     PyObject *iters;            /* buffersize mode, until exhausted */
     int64_t deadline;
     Py_ssize_t buffersize;      /* 0: eager */
@@ -20,6 +38,8 @@ typedef struct {
     uint64_t mark_consumed;     /* results returned by then */
     int64_t interval_ns;        /* average time between results, or 0 */
     int busy;
+    int started;                /* next() was called: finishing cancels */
+    int pool_strong;
 } map_iter;
 
 /*
@@ -128,33 +148,82 @@ fill_slot(map_job *job, map_slot *slot, PyObject *args)
     Py_DECREF(args);
 }
 
-/* Stop the job (the stdlib's `finally: cancel remaining futures`). */
+/* Free the outcomes of the done slots the consumer will never read (GIL
+ * held).  A done slot is not touched by runners any more. */
 static void
-iter_finish(map_iter *it)
+release_done(map_job *job, uint64_t consumed)
 {
-    Py_CLEAR(it->iters);
-    if (it->job != NULL) {
-        map_job *job = it->job;
-        it->job = NULL;
-        atomic_store(&job->stopped, 1);
-        np_mapjob_decref(job);
+    uint64_t end = atomic_load(&job->published);
+    for (uint64_t i = consumed; i < end; i++) {
+        map_slot *slot = slot_at(job, i);
+        if (atomic_load(&slot->state) < SLOT_OK) {
+            continue;       /* running: the runner drops it (orphaned) */
+        }
+        PyObject *value = slot->value;
+        np_ncall *call = slot->call;
+        slot->value = NULL;
+        slot->call = NULL;
+        np_ncall_free(call);        /* unpins its buffers */
+        Py_XDECREF(value);
     }
 }
 
-/* buffersize mode: publish one more input into the ring. 1 published,
- * 0 input exhausted, -1 error. */
+/* The iterator is done with the job: exhausted, failed, closed or dropped.
+ * cancel (the iterator had started: the stdlib's `finally: cancel the
+ * remaining futures`): the items nobody claimed yet never run.  Without it
+ * (never started) every published item still runs.  Either way, nobody
+ * reads the results any more. */
+static void
+iter_finish(map_iter *it, int cancel)
+{
+    Py_CLEAR(it->iters);
+    Py_CLEAR(it->pool_ref);
+    map_job *job = it->job;
+    if (job == NULL) {
+        return;
+    }
+    it->job = NULL;      /* first: an input's __del__ may call next() */
+    atomic_store(&job->orphaned, 1);
+    if (cancel) {
+        atomic_store(&job->stopped, 1);
+        uint64_t from, to;
+        if (np_mapjob_claim_rest(job, &from, &to)) {
+            np_mapjob_drop(job, from, to, NULL);
+        }
+    }
+    release_done(job, it->consumed);
+    np_mapjob_decref(job);
+}
+
+/* The pool, for buffersize mode: a new reference, or NULL (no exception)
+ * once it is gone. */
+static PyObject *
+iter_pool(map_iter *it)
+{
+    if (it->pool_ref == NULL) {
+        return NULL;
+    }
+    if (it->pool_strong) {
+        return Py_NewRef(it->pool_ref);
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *pool;
+    if (PyWeakref_GetRef(it->pool_ref, &pool) < 0) {
+        PyErr_Clear();      /* not a weak reference: cannot happen */
+        return NULL;
+    }
+    return pool;
+#else
+    PyObject *pool = PyWeakref_GetObject(it->pool_ref);   /* borrowed */
+    return pool == Py_None || pool == NULL ? NULL : Py_NewRef(pool);
+#endif
+}
+
+/* publish_next, once an input is in hand (args: a new reference, taken). */
 static int
-publish_next(map_iter *it)
+publish_args(map_iter *it, PyObject *args)
 {
     map_job *job = it->job;
-    PyObject *args = next_args(it->iters, job->star);
-    if (args == NULL) {
-        if (PyErr_Occurred()) {
-            return -1;
-        }
-        Py_CLEAR(it->iters);
-        return 0;
-    }
     if (np_core_check_open(job->core) < 0) {
         Py_DECREF(args);
         return -1;
@@ -167,6 +236,37 @@ publish_next(map_iter *it)
     atomic_store_explicit(&job->published, p + 1, memory_order_release);
     np_mutex_unlock(&job->lock);
     return np_mapjob_add_runners(job) < 0 ? -1 : 1;
+}
+
+/* buffersize mode: publish one more input into the ring. 1 published,
+ * 0 input exhausted, -1 error. */
+static int
+publish_next(map_iter *it)
+{
+    map_job *job = it->job;
+    /* 3.14: `if (executor := executor_weakref()) and (args := next(...))`:
+     * once the pool is gone, pull no more input. */
+    PyObject *pool = iter_pool(it);
+    if (pool == NULL) {
+        Py_CLEAR(it->iters);
+        Py_CLEAR(it->pool_ref);
+        return 0;
+    }
+    PyObject *args = next_args(it->iters, job->star);
+    if (args == NULL) {
+        Py_DECREF(pool);
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        Py_CLEAR(it->iters);
+        Py_CLEAR(it->pool_ref);
+        return 0;
+    }
+    /* Held until the item is published and has a runner: the pool's
+     * dealloc closes the core. */
+    int r = publish_args(it, args);
+    Py_DECREF(pool);
+    return r;
 }
 
 static PyObject *
@@ -182,6 +282,7 @@ iter_next(PyObject *op)
         return NULL;
     }
     it->busy = 1;
+    it->started = 1;
     PyObject *value = NULL;
     np_state *st = job->core->st;
 
@@ -189,7 +290,7 @@ iter_next(PyObject *op)
         goto fail;
     }
     if (it->consumed == atomic_load_explicit(&job->published, memory_order_relaxed)) {
-        iter_finish(it);
+        iter_finish(it, 1);
         it->busy = 0;
         return NULL;
     }
@@ -262,7 +363,7 @@ iter_next(PyObject *op)
         PyErr_SetNone(st->CancelledError);
     }
 fail:
-    iter_finish(it);
+    iter_finish(it, 1);
     it->busy = 0;
     return NULL;
 }
@@ -275,7 +376,8 @@ iter_close(PyObject *op, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(PyExc_ValueError, "generator already executing");
         return NULL;
     }
-    iter_finish(it);
+    /* An unstarted generator's close() runs no finally: nothing cancelled. */
+    iter_finish(it, it->started);
     Py_RETURN_NONE;
 }
 
@@ -284,8 +386,25 @@ iter_traverse(PyObject *op, visitproc visit, void *arg)
 {
     map_iter *it = (map_iter *)op;
     Py_VISIT(Py_TYPE(op));
-    Py_VISIT(it->pool);
+    Py_VISIT(it->pool_ref);
     Py_VISIT(it->iters);
+    map_job *job = it->job;
+    /* The job's objects are ours to report only while we are the job's
+     * sole owner.  While runner tasks hold it, they are reachable from
+     * those (C roots the collector cannot see), and calls may still use
+     * them: reporting them could let the collector clear live inputs.
+     * Runners drop their references with the GIL (a native one through
+     * the reclaim stack), so `refs` cannot change while we traverse. */
+    if (job == NULL || atomic_load(&job->refs) != 1) {
+        return 0;
+    }
+    Py_VISIT(job->fn);
+    uint64_t end = atomic_load(&job->published);
+    for (uint64_t i = it->consumed; i < end; i++) {
+        map_slot *slot = slot_at(job, i);
+        Py_VISIT(slot->args);
+        Py_VISIT(slot->value);
+    }
     return 0;
 }
 
@@ -293,8 +412,7 @@ static int
 iter_clear(PyObject *op)
 {
     map_iter *it = (map_iter *)op;
-    iter_finish(it);
-    Py_CLEAR(it->pool);
+    iter_finish(it, it->started);
     return 0;
 }
 
@@ -511,7 +629,7 @@ np_map(PyObject *pool, np_core *core, PyObject *const *args, Py_ssize_t nargs,
         Py_DECREF(iters);
         return PyErr_NoMemory();
     }
-    Py_INCREF(st->mapiter_type);
+    /* (PyObject_GC_New took the instance's reference to its heap type.) */
     atomic_init(&job->refs, 1);
     Py_INCREF(fn);
     job->fn = fn;
@@ -522,8 +640,8 @@ np_map(PyObject *pool, np_core *core, PyObject *const *args, Py_ssize_t nargs,
     Py_INCREF(core);
     job->core = core;
     it->job = job;
-    Py_INCREF(pool);
-    it->pool = pool;
+    it->pool_ref = NULL;
+    it->pool_strong = 0;
     it->iters = NULL;
     it->deadline = deadline;
     it->buffersize = buffersize;
@@ -532,6 +650,7 @@ np_map(PyObject *pool, np_core *core, PyObject *const *args, Py_ssize_t nargs,
     it->mark_consumed = 0;
     it->interval_ns = 0;
     it->busy = 0;
+    it->started = 0;
     PyObject_GC_Track((PyObject *)it);
 
     if (niter == 0) {        /* zip() of nothing: no calls */
@@ -558,6 +677,7 @@ np_map(PyObject *pool, np_core *core, PyObject *const *args, Py_ssize_t nargs,
             (void)np_mapjob_add_runners(job);   /* what was read still runs */
             PyErr_Clear();
             it->job = NULL;            /* but nobody will read it */
+            atomic_store(&job->orphaned, 1);
             np_mapjob_decref(job);
             Py_DECREF(it);
             np_raise_exception(exc);
@@ -581,6 +701,19 @@ np_map(PyObject *pool, np_core *core, PyObject *const *args, Py_ssize_t nargs,
         return PyErr_NoMemory();
     }
     job->mask = cap - 1;
+    /* 3.14 holds the executor weakly: the iterator must not keep the pool
+     * (so its workers) alive. */
+    it->pool_ref = PyWeakref_NewRef(pool, NULL);
+    if (it->pool_ref == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+            Py_DECREF(iters);
+            Py_DECREF(it);
+            return NULL;
+        }
+        PyErr_Clear();     /* a bare ThreadPoolBase takes no weak reference */
+        it->pool_ref = Py_NewRef(pool);
+        it->pool_strong = 1;
+    }
     it->iters = iters;
     for (Py_ssize_t k = 0; k < buffersize && it->iters != NULL; k++) {
         if (publish_next(it) < 0) {

@@ -97,23 +97,44 @@ claim(map_job *job, uint64_t *i)
     return 0;
 }
 
-/* Give up on every published item nobody claimed.  Needs no GIL when exc
- * is NULL (a native runner stopping): args is NULL in a native job, and a
- * slot's call stays for job_decref to free. */
-static void
-drop_unclaimed(map_job *job, PyObject *exc)
+int
+np_mapjob_claim_rest(map_job *job, uint64_t *from, uint64_t *to)
 {
-    uint64_t i;
-    while (claim(job, &i)) {
+    uint64_t c = atomic_load(&job->claimed);
+    for (;;) {
+        /* acquire on published: the slots' inputs were written before it. */
+        uint64_t p = atomic_load_explicit(&job->published, memory_order_acquire);
+        if (c >= p) {
+            return 0;
+        }
+        /* One CAS takes the whole range, so it is contiguous even while
+         * other runners still claim. */
+        if (atomic_compare_exchange_weak(&job->claimed, &c, p)) {
+            *from = c;
+            *to = p;
+            return 1;
+        }
+    }
+}
+
+void
+np_mapjob_drop(map_job *job, uint64_t from, uint64_t to, PyObject *exc)
+{
+    for (uint64_t i = from; i < to; i++) {
         map_slot *slot = slot_at(job, i);
+        /* Detach the input before completing: once complete, the slot
+         * belongs to the consumer (in ring mode it may refill it). */
+        PyObject *args = slot->args;
+        slot->args = NULL;
         if (slot->value != NULL) {
             /* A native input that failed to convert: keep its error. */
             complete_slot(job, i, SLOT_FAILED, slot->value);
-            continue;
         }
-        Py_CLEAR(slot->args);
-        Py_XINCREF(exc);
-        complete_slot(job, i, exc ? SLOT_FAILED : SLOT_CANCELLED, exc);
+        else {
+            Py_XINCREF(exc);
+            complete_slot(job, i, exc ? SLOT_FAILED : SLOT_CANCELLED, exc);
+        }
+        Py_XDECREF(args);
     }
 }
 
@@ -148,11 +169,16 @@ runner_run(np_task *t, void *worker)
                 np_mutex_unlock(&job->lock);
                 continue;
             }
-            if (stop && !atomic_load(&job->stopped)) {
-                drop_unclaimed(job, NULL);   /* shutdown(cancel_futures=True) */
-            }
+            /* shutdown(cancel_futures=True): cancel what nobody claimed.
+             * (If the consumer stopped, it cancels them itself.) */
+            uint64_t from, to;
+            int drop = stop && !atomic_load(&job->stopped) &&
+                       np_mapjob_claim_rest(job, &from, &to);
             job->runners--;
             np_mutex_unlock(&job->lock);
+            if (drop) {
+                np_mapjob_drop(job, from, to, NULL);   /* inputs' __del__ */
+            }
             return;
         }
 
@@ -183,12 +209,18 @@ runner_run(np_task *t, void *worker)
             res = PyObject_Vectorcall(job->fn, &args, 1, NULL);
         }
         Py_DECREF(args);
-        if (res != NULL) {
-            complete_slot(job, i, SLOT_OK, res);
+        uint32_t state = SLOT_OK;
+        if (res == NULL) {
+            res = np_fetch_exception();
+            state = SLOT_FAILED;
         }
-        else {
-            complete_slot(job, i, SLOT_FAILED, np_fetch_exception());
+        if (atomic_load(&job->orphaned)) {
+            /* Nobody will read it: free it now, as the stdlib's future
+             * goes with the dropped generator (one that lands just as
+             * the iterator goes waits for the job's end). */
+            Py_CLEAR(res);
         }
+        complete_slot(job, i, state, res);
         r->current = -1;
     }
 }
@@ -213,19 +245,23 @@ runner_abandon(np_pytask *t, PyObject *exc)
 {
     map_runner *r = (map_runner *)t;
     map_job *job = r->job;
-    np_mutex_lock(&job->lock);
     if (r->current >= 0) {
-        /* Orphaned mid-call by fork: that call will never return here. */
+        /* Orphaned mid-call by fork: that call will never return here
+         * (its input stays with the parent's thread, gone in the child). */
         Py_XINCREF(exc);
         complete_slot(job, (uint64_t)r->current, exc ? SLOT_FAILED : SLOT_CANCELLED,
                       exc);
         r->current = -1;
     }
+    np_mutex_lock(&job->lock);
     job->runners--;
-    if (job->runners == 0 && !atomic_load(&job->stopped)) {
-        drop_unclaimed(job, exc);
-    }
+    uint64_t from, to;
+    int drop = job->runners == 0 && !atomic_load(&job->stopped) &&
+               np_mapjob_claim_rest(job, &from, &to);
     np_mutex_unlock(&job->lock);
+    if (drop) {
+        np_mapjob_drop(job, from, to, exc);   /* inputs' __del__: no lock */
+    }
 }
 
 /* Queue one more runner.  Job lock NOT held (submit may start a thread). */

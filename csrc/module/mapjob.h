@@ -29,7 +29,12 @@ typedef struct map_job {
      * serialises what must be atomic with "is there work left": a runner
      * deciding to exit (runners--) against the consumer publishing and
      * deciding whether to add a runner.  Otherwise a runner could leave
-     * just as an item arrives, and the item would never run. */
+     * just as an item arrives, and the item would never run.
+     * Runners and the consumer take it holding the GIL, so nothing done
+     * under it may need the GIL or run Python code: no decref of an item
+     * (its __del__ may let the GIL go and another taker then waits on the
+     * lock with the GIL: a deadlock).  Items are claimed under it and
+     * released after it (np_mapjob_drop). */
     np_mutex lock;
     PyObject *fn;
     int star;                   /* several iterables: fn(*args) */
@@ -42,6 +47,9 @@ typedef struct map_job {
     size_t runners;             /* runner tasks queued or running; lock */
     size_t max_runners;
     _Atomic int stopped;        /* the consumer gave up: claim nothing more */
+    _Atomic int orphaned;       /* nobody will read the results (the iterator
+                                   finished or was dropped unstarted): a
+                                   Python runner drops each result at once */
     np_core *core;
     /* The consumer sleeps on `event` after storing the index it waits for,
      * plus one, in `waiting_for`.  A runner that completes exactly that item
@@ -59,6 +67,18 @@ slot_at(map_job *job, uint64_t i)
 
 /* Drop a reference to the job; the last one frees it (GIL held). */
 void np_mapjob_decref(map_job *job);
+
+/* Claim every published item nobody claimed: 1 and the range [*from, *to),
+ * or 0 if there was none.  Only atomics: fine under the job lock. */
+int np_mapjob_claim_rest(map_job *job, uint64_t *from, uint64_t *to);
+
+/* Complete the claimed items [from, to) as cancelled (exc NULL) or failed
+ * with exc (borrowed), and release their inputs.  Each slot is completed
+ * before its input is released, so an input's __del__ that reads the map
+ * finds its own item done (the first dropped item ends the iteration).
+ * Job lock NOT held.  Needs the GIL unless exc is NULL in a native job
+ * (whose slots hold no Python input). */
+void np_mapjob_drop(map_job *job, uint64_t from, uint64_t to, PyObject *exc);
 
 /* After publishing: add runners while there is more unclaimed work than
  * runners to do it, up to max_workers.  0, or -1 with an exception. */

@@ -495,7 +495,8 @@ PyObject *np_native_submit(np_core *core, PyObject *fn, PyObject *const *args,
 /* The C API capsule (csrc/include/nativepool.h), added to the module. */
 int np_capi_init(PyObject *module, np_state *st);
 
-/* pool.map(): builds and returns a MapIterator, which keeps pool alive. */
+/* pool.map(): builds and returns a MapIterator (mapiter.c: it does not
+ * keep pool alive; with buffersize it holds it weakly). */
 PyObject *np_map(PyObject *pool, np_core *core, PyObject *const *args,
                  Py_ssize_t nargs, PyObject *kwnames);
 
