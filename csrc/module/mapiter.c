@@ -511,7 +511,6 @@ np_map(PyObject *pool, np_core *core, PyObject *const *args, Py_ssize_t nargs,
         Py_DECREF(iters);
         return PyErr_NoMemory();
     }
-    Py_INCREF(st->mapiter_type);
     atomic_init(&job->refs, 1);
     Py_INCREF(fn);
     job->fn = fn;
