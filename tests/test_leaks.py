@@ -189,6 +189,25 @@ def test_thread_map_closed_after_first(shared_pool):
     plateau(scenario, batch=50, settle=drain(shared_pool))
 
 
+class Holder:
+    pass
+
+
+def identity(x):
+    return x
+
+
+def test_thread_map_cycle_through_items_collected(shared_pool):
+    # An item (and so its result) that refers back to its own unconsumed
+    # iterator: only the collector can free the pair, and only if the
+    # iterator's traverse visits its items and results (issue 11, point 4).
+    def scenario():
+        h = Holder()
+        it = shared_pool.map(identity, [h, 1])
+        h.it = it
+    plateau(scenario, batch=50, settle=drain(shared_pool))
+
+
 @needs_native
 def test_native_map(shared_pool):
     expect = [sum(i * i for i in range(n)) for n in range(20)]
