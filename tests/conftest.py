@@ -211,6 +211,92 @@ def assert_no_leak():
     return check_no_leak
 
 
+def _tracked_types(extra=()):
+    """The heap types whose refcounts a leak check follows: every type the
+    extension module exports, the public Python classes over them, and
+    ``extra`` (internal types reached through objects, e.g.
+    type(pool._core), type(pool.map(...)), type(future._condition))."""
+    found = {}
+    for mod in (getattr(np, "_nativepool", None), np):
+        for name in dir(mod or ()):
+            value = getattr(mod, name, None)
+            if isinstance(value, type) and value.__flags__ & (1 << 9):  # HEAPTYPE
+                found.setdefault(value, value.__qualname__)
+    for t in extra:
+        found.setdefault(t, t.__qualname__)
+    return found
+
+
+def _type_refcounts(types):
+    return {t: sys.getrefcount(t) for t in types}
+
+
+def check_plateau(fn, batch=50, types=(), max_rounds=40, min_rounds=8,
+                  settle=None, memory_slack=16 * 1024, refcount_slack=3):
+    """Rerun a scenario until memory and type refcounts stop growing.
+
+    Like ultrajson's leak check (tests/conftest.py there): run ``fn()``
+    ``batch`` times per round under tracemalloc; after each round (``settle()``
+    first, if given, then gc) read the traced memory and ``sys.getrefcount``
+    of every tracked heap type (see _tracked_types).  The scenario passes
+    when the high-water mark of the traced memory has not risen by more
+    than ``memory_slack`` for the last half of the rounds run (and at least
+    ``min_rounds``); it fails when memory is still rising in the second half
+    of ``max_rounds`` rounds.  A type's refcount must come back to its
+    first-round value (``refcount_slack`` allows for an object still
+    held by a worker at the instant of measuring): a leaked reference to a
+    type grows it by ``batch`` every round, which no slack hides.
+
+    ``memory_slack`` absorbs free lists and dict resizes (threads make the
+    measure noisy); a leak of even one small object per call exceeds it
+    every few rounds, so it keeps the high-water mark rising.
+    """
+    types = _tracked_types(types)
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+
+    def measure():
+        if settle:
+            settle()
+        mem = _traced_now()
+        return mem, _type_refcounts(types)
+
+    history = []
+    try:
+        for _ in range(batch):   # warm-up round: caches, free lists, imports
+            fn()
+        baseline, base_rc = measure()
+        high = baseline
+        last_increase = 0
+        rounds = 0
+        for i in range(1, max_rounds + 1):
+            for _ in range(batch):
+                fn()
+            current, rc = measure()
+            rounds = i
+            history.append(current - baseline)
+            if current > high + memory_slack:
+                high = current
+                last_increase = i
+            elif i >= max(min_rounds, 2 * last_increase):
+                break
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    grown = {name: rc[t] - base_rc[t] for t, name in types.items()
+             if rc[t] - base_rc[t] > refcount_slack}
+    assert not grown, (
+        "type refcounts grew over %d rounds of %d calls: %r"
+        % (rounds, batch, grown))
+    assert rounds < max_rounds or last_increase <= max_rounds // 2, (
+        "traced memory still growing after %d rounds of %d calls: %d bytes "
+        "(%.1f bytes/call); per round: %r"
+        % (rounds, batch, current - baseline,
+           (current - baseline) / (rounds * batch), history))
+    return current - baseline
+
+
 def refcount_settles(obj, baseline, slack=2, timeout=5.0):
     """Wait until sys.getrefcount(obj) <= baseline + slack; return the final count."""
     deadline = time.monotonic() + timeout

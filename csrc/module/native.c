@@ -269,7 +269,6 @@ nativefn_alloc(np_state *st)
     if (fn == NULL) {
         return NULL;
     }
-    Py_INCREF(st->nativefn_type);   /* instances of heap types own them */
     fn->vectorcall = nativefn_vectorcall;
     fn->name = fn->doc = fn->keepalive = NULL;
     fn->builtin = NULL;

@@ -517,7 +517,6 @@ pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
     if (c == NULL) {
         return -1;
     }
-    Py_INCREF(st->core_type);   /* heap type instances own their type */
     c->pool = NULL;
     c->st = st;
     c->initializer = initializer == Py_None ? NULL : initializer;
