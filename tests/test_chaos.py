@@ -402,15 +402,11 @@ out("counts", sorted(done_counts.items()))
 """
 
 
-# native_wait hits the fork hang of issue 11 section 2 (np_future_finish_native
-# waits for the GIL holding the future's lock; the child then fails the
-# orphaned task on a lock nobody will release).  Its fix is not landed yet:
-# not strict, since a storm does not hit the window every time.
-FORK_CASES = ["python", "native",
-              pytest.param("native_wait", marks=pytest.mark.xfail(
-                  reason="issue 11: fork hang while native tasks complete "
-                         "under concurrent.futures.wait (fix pending)",
-                  strict=False)),
+# native and native_wait hit the fork hang of issue 11 section 2 before its
+# fix (a worker waited for the GIL holding a future's lock; the child then
+# failed the orphaned task on a lock nobody would release): about one storm
+# in four hung a child.  sync and all hit the Condition's fork bug.
+FORK_CASES = ["python", "native", "native_wait",
               pytest.param("sync", marks=pytest.mark.xfail(
     reason="issue 11 follow-up: a Condition keeps its waiters on the waiting "
            "threads' stacks; in a fork child those threads are gone and "

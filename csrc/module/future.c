@@ -19,28 +19,59 @@
 
 /* ---- completion -------------------------------------------------------- */
 
-/* Call waiter.<meth>(f) for each stdlib waiter.  Lock held. */
+/* Tell one stdlib waiter: waiter.<meth>(f).  A failure is unraisable, as
+ * nothing can report it. */
 static void
-notify_waiters(np_future *f, PyObject *meth)
+notify_waiter(np_future *f, PyObject *w, PyObject *meth)
 {
-    if (f->waiters == NULL) {
-        return;
+    PyObject *r = PyObject_CallMethodOneArg(w, meth, (PyObject *)f);
+    if (r == NULL) {
+        PyErr_WriteUnraisable((PyObject *)f);
     }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(f->waiters); i++) {
-        PyObject *w = PyList_GET_ITEM(f->waiters, i);
-        Py_INCREF(w);
-        PyObject *r = PyObject_CallMethodOneArg(w, meth, (PyObject *)f);
-        Py_DECREF(w);
-        if (r == NULL) {
-            PyErr_WriteUnraisable((PyObject *)f);
-        }
-        Py_XDECREF(r);
-    }
+    Py_XDECREF(r);
 }
 
-/* Move from state `from` to a done state.  Lock held.  Returns 0 and sets
- * *cbs to the callbacks to run (a new reference, or NULL) after the lock is
- * released; or -1 if the state is no longer `from`.
+/* Lock held: take the stdlib waiters to tell into n, so they are told after
+ * the lock is released (waiter.add_result runs Python, which must not run
+ * under our lock).  Counting stays exact: the snapshot is taken in the same
+ * critical section as the transition, so a waiter installed before it is
+ * in the snapshot and saw the future not done, and one installed after it
+ * sees the done state and is not in it.  Raw memory, so nothing here can
+ * start a garbage collection; if even that fails, tell them now, under the
+ * lock, as the stdlib does. */
+static void
+take_waiters(np_future *f, PyObject *meth, np_done_notice *n)
+{
+    Py_ssize_t count = f->waiters ? PyList_GET_SIZE(f->waiters) : 0;
+    if (count == 0) {
+        return;
+    }
+    PyObject **items = n->inline_;
+    if (count > (Py_ssize_t)(sizeof(n->inline_) / sizeof(n->inline_[0]))) {
+        items = PyMem_RawMalloc((size_t)count * sizeof(PyObject *));
+        if (items == NULL) {
+            for (Py_ssize_t i = 0; i < count; i++) {
+                PyObject *w = PyList_GET_ITEM(f->waiters, i);
+                Py_INCREF(w);
+                notify_waiter(f, w, meth);
+                Py_DECREF(w);
+            }
+            return;
+        }
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        items[i] = PyList_GET_ITEM(f->waiters, i);
+        Py_INCREF(items[i]);
+    }
+    n->meth = meth;
+    n->waiters = items;
+    n->nwaiters = count;
+}
+
+/* Move from state `from` to a done state.  Lock held.  Returns 0 and fills
+ * *n with what np_future_deliver must do once the lock is released (the
+ * waiters to tell, the callbacks to run); or -1 if the state is no longer
+ * `from`, with *n untouched.
  *
  * Under the lock the state can change behind our back in one way only: a
  * worker's lock-free PENDING -> RUNNING (np_future_set_running).  So a
@@ -49,7 +80,7 @@ notify_waiters(np_future *f, PyObject *meth)
  * look at the state again. */
 int
 np_future_become_done(np_future *f, uint32_t from, uint32_t newstate,
-            PyObject *waiter_meth, PyObject **cbs)
+                      PyObject *waiter_meth, np_done_notice *n)
 {
     /* seq_cst CAS: clears NPF_SLEEPERS and tells us whether anyone
      * announced sleeping before this point; later arrivals see the done
@@ -61,22 +92,36 @@ np_future_become_done(np_future *f, uint32_t from, uint32_t newstate,
         }
     } while (!atomic_compare_exchange_weak(&f->state, &old, newstate));
     if (waiter_meth != NULL) {
-        notify_waiters(f, waiter_meth);
+        take_waiters(f, waiter_meth, n);
     }
     if (old & NPF_SLEEPERS) {
         np_futex_wake(&f->state, INT32_MAX);
     }
-    *cbs = f->callbacks;
+    n->cbs = f->callbacks;
     f->callbacks = NULL;
     return 0;
 }
 
+/* Drop what a notice holds without telling anyone (GIL held). */
+static void
+notice_clear_waiters(np_done_notice *n)
+{
+    for (Py_ssize_t i = 0; i < n->nwaiters; i++) {
+        Py_DECREF(n->waiters[i]);
+    }
+    if (n->waiters != NULL && n->waiters != n->inline_) {
+        PyMem_RawFree(n->waiters);
+    }
+    n->waiters = NULL;
+    n->nwaiters = 0;
+}
+
 /* PENDING or RUNNING -> FINISHED with an outcome (references stolen).
- * Lock held.  Returns 0 (and the callbacks), or -1 with *state set to the
+ * Lock held.  Returns 0 (and the notice), or -1 with *state set to the
  * done state the future was already in; the outcome is then untouched. */
 static int
 become_finished(np_state *st, np_future *f, PyObject *result, PyObject *exc,
-                PyObject **cbs, uint32_t *state)
+                np_done_notice *n, uint32_t *state)
 {
     PyObject *meth = exc ? st->str_add_exception : st->str_add_result;
     for (;;) {
@@ -87,7 +132,7 @@ become_finished(np_state *st, np_future *f, PyObject *result, PyObject *exc,
         }
         f->result = result;
         f->exception = exc;
-        if (np_future_become_done(f, s, NPF_FINISHED, meth, cbs) == 0) {
+        if (np_future_become_done(f, s, NPF_FINISHED, meth, n) == 0) {
             return 0;
         }
         f->result = f->exception = NULL;   /* PENDING became RUNNING */
@@ -111,8 +156,14 @@ call_callback(np_state *st, np_future *f, PyObject *cb)
 }
 
 void
-np_future_run_callbacks(np_state *st, np_future *f, PyObject *cbs)
+np_future_deliver(np_state *st, np_future *f, np_done_notice *n)
 {
+    for (Py_ssize_t i = 0; i < n->nwaiters; i++) {
+        notify_waiter(f, n->waiters[i], n->meth);
+    }
+    notice_clear_waiters(n);
+    PyObject *cbs = n->cbs;
+    n->cbs = NULL;
     if (cbs == NULL) {
         return;
     }
@@ -125,10 +176,10 @@ np_future_run_callbacks(np_state *st, np_future *f, PyObject *cbs)
 static void
 finish(np_state *st, np_future *f, PyObject *result, PyObject *exc)
 {
-    PyObject *cbs;
+    np_done_notice n = NP_DONE_NOTICE_INIT;
     uint32_t s;
     np_rlock_lock(&f->lock);
-    if (become_finished(st, f, result, exc, &cbs, &s) < 0) {
+    if (become_finished(st, f, result, exc, &n, &s) < 0) {
         /* Only reachable through a race with set_result from Python on a
          * future that is also a pool task; the first outcome wins. */
         np_rlock_unlock(&f->lock);
@@ -137,7 +188,7 @@ finish(np_state *st, np_future *f, PyObject *result, PyObject *exc)
         return;
     }
     np_rlock_unlock(&f->lock);
-    np_future_run_callbacks(st, f, cbs);
+    np_future_deliver(st, f, &n);
 }
 
 void
@@ -164,14 +215,15 @@ np_future_set_running(np_state *st, np_future *f)
     if (np_future_try_start(f)) {
         return 1;
     }
+    np_done_notice n = NP_DONE_NOTICE_INIT;
     np_rlock_lock(&f->lock);
     uint32_t s = NPF_STATE(atomic_load(&f->state));
-    PyObject *cbs;
     if (s == NPF_CANCELLED &&
         np_future_become_done(f, NPF_CANCELLED, NPF_CANCELLED_NOTIFIED,
-                    st->str_add_cancelled, &cbs) == 0) {
+                              st->str_add_cancelled, &n) == 0) {
         np_rlock_unlock(&f->lock);
-        Py_XDECREF(cbs);   /* cancel() already ran them */
+        Py_CLEAR(n.cbs);   /* cancel() already ran them */
+        np_future_deliver(st, f, &n);
         return 0;
     }
     np_rlock_unlock(&f->lock);
@@ -188,21 +240,19 @@ np_future_set_running(np_state *st, np_future *f)
 void
 np_future_cancel_and_notify(np_state *st, np_future *f)
 {
+    np_done_notice n = NP_DONE_NOTICE_INIT;
     np_rlock_lock(&f->lock);
     uint32_t s = NPF_STATE(atomic_load(&f->state));
-    PyObject *cbs;
     /* A queued task is never RUNNING, so the CAS cannot lose here; a
      * future in any other state is left alone. */
     if ((s == NPF_PENDING || s == NPF_CANCELLED) &&
         np_future_become_done(f, s, NPF_CANCELLED_NOTIFIED, st->str_add_cancelled,
-                    &cbs) == 0) {
+                              &n) == 0) {
         np_rlock_unlock(&f->lock);
-        if (s == NPF_PENDING) {
-            np_future_run_callbacks(st, f, cbs);
+        if (s == NPF_CANCELLED) {
+            Py_CLEAR(n.cbs);   /* cancel() already ran them */
         }
-        else {
-            Py_XDECREF(cbs);
-        }
+        np_future_deliver(st, f, &n);
         return;
     }
     np_rlock_unlock(&f->lock);
@@ -265,7 +315,7 @@ future_finalize(PyObject *op)
     if (f->ncall != NULL && !f->retrieved && np_ncall_failed(f->ncall) &&
         NPF_STATE(atomic_load(&f->state)) == NPF_FINISHED) {
         PyObject *saved = np_fetch_exception();
-        np_future_materialize(f);
+        np_future_settle(f);
         if (saved != NULL) {
             np_raise_exception(saved);
             Py_DECREF(saved);
@@ -327,11 +377,11 @@ future_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     np_future *f = NP_FUTURE(op);
     np_state *st = fstate(op);
-    PyObject *cbs;
+    np_done_notice n = NP_DONE_NOTICE_INIT;
     np_rlock_lock(&f->lock);
     /* As in the stdlib, cancel() wakes result() callers but tells the
      * stdlib waiters nothing: set_running_or_notify_cancel() does that. */
-    while (np_future_become_done(f, NPF_PENDING, NPF_CANCELLED, NULL, &cbs) < 0) {
+    while (np_future_become_done(f, NPF_PENDING, NPF_CANCELLED, NULL, &n) < 0) {
         uint32_t s = NPF_STATE(atomic_load(&f->state));
         if (s == NPF_RUNNING || s == NPF_FINISHED) {
             np_rlock_unlock(&f->lock);
@@ -344,7 +394,7 @@ future_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     np_rlock_unlock(&f->lock);
     np_future_drop_unrun_call(f);
-    np_future_run_callbacks(st, f, cbs);
+    np_future_deliver(st, f, &n);
     Py_RETURN_TRUE;
 }
 
@@ -408,6 +458,11 @@ wait_done(np_state *st, np_future *f, PyObject *timeout)
     if (np_parse_timeout(st, timeout, &deadline) < 0) {
         return -1;
     }
+    /* A worker converting this future's outcome (an unpickler that asks
+     * for it) would wait for itself. */
+    if (np_future_converting_here(f)) {
+        return -1;
+    }
     return np_future_wait(f, deadline);
 }
 
@@ -443,7 +498,9 @@ future_result(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         PyErr_SetNone(st->CancelledError);
         return NULL;
     }
-    np_future_materialize(f);
+    if (np_future_materialize(f) < 0) {
+        return NULL;
+    }
     if (f->exception != NULL) {
         f->retrieved = 1;
         np_raise_exception(f->exception);
@@ -479,7 +536,9 @@ future_exception(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         PyErr_SetNone(st->CancelledError);
         return NULL;
     }
-    np_future_materialize(f);
+    if (np_future_materialize(f) < 0) {
+        return NULL;
+    }
     f->retrieved = 1;
     PyObject *exc = f->exception ? f->exception : Py_None;
     Py_INCREF(exc);
@@ -495,20 +554,41 @@ future_add_done_callback(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     if (one_arg(args, nargs, kwnames, "add_done_callback", "fn", 1, &fn) < 0) {
         return NULL;
     }
-    np_rlock_lock(&f->lock);
-    if (!NPF_IS_DONE(atomic_load(&f->state))) {
-        int r = 0;
-        if (f->callbacks == NULL) {
-            f->callbacks = PyList_New(0);
+    /* The list is made before the lock is taken: an allocation can collect
+     * garbage, which runs finalizers, which must not run under our lock.
+     * (Appending only resizes raw memory.)  f->callbacks is cleared only by
+     * the transition to done, so if we find it set and the future not done
+     * under the lock, it is still set. */
+    PyObject *fresh = NULL;
+    if (f->callbacks == NULL && !NPF_IS_DONE(atomic_load(&f->state))) {
+        fresh = PyList_New(0);
+        if (fresh == NULL) {
+            return NULL;
         }
-        r = f->callbacks ? PyList_Append(f->callbacks, fn) : -1;
+    }
+    np_rlock_lock(&f->lock);
+    if (!NPF_IS_DONE(atomic_load(&f->state)) &&
+        (f->callbacks != NULL || fresh != NULL)) {
+        if (f->callbacks == NULL) {
+            f->callbacks = fresh;
+            fresh = NULL;
+        }
+        int r = PyList_Append(f->callbacks, fn);
         np_rlock_unlock(&f->lock);
+        Py_XDECREF(fresh);
         if (r < 0) {
             return NULL;
         }
         Py_RETURN_NONE;
     }
+    int done = NPF_IS_DONE(atomic_load(&f->state));
     np_rlock_unlock(&f->lock);
+    Py_XDECREF(fresh);
+    if (!done) {
+        /* Callbacks were taken by nobody yet the list we saw is gone: not
+         * reachable (only the done transition clears it); try again. */
+        return future_add_done_callback(op, args, nargs, kwnames);
+    }
     call_callback(fstate(op), f, fn);
     Py_RETURN_NONE;
 }
@@ -530,12 +610,12 @@ set_outcome(PyObject *op, PyObject *result, PyObject *exc)
 {
     np_future *f = NP_FUTURE(op);
     np_state *st = fstate(op);
-    PyObject *cbs;
+    np_done_notice n = NP_DONE_NOTICE_INIT;
     uint32_t s;
     Py_XINCREF(result);
     Py_XINCREF(exc);
     np_rlock_lock(&f->lock);
-    if (become_finished(st, f, result, exc, &cbs, &s) < 0) {
+    if (become_finished(st, f, result, exc, &n, &s) < 0) {
         np_rlock_unlock(&f->lock);
         Py_XDECREF(result);
         Py_XDECREF(exc);
@@ -543,7 +623,7 @@ set_outcome(PyObject *op, PyObject *result, PyObject *exc)
         return NULL;
     }
     np_rlock_unlock(&f->lock);
-    np_future_run_callbacks(st, f, cbs);
+    np_future_deliver(st, f, &n);
     Py_RETURN_NONE;
 }
 
@@ -584,15 +664,25 @@ static PyObject *
 get_waiters(PyObject *op, void *Py_UNUSED(closure))
 {
     np_future *f = NP_FUTURE(op);
-    /* Created under the lock: the stdlib only touches _waiters while it
-     * holds _condition, and so does our completion path. */
+    /* Installed under the lock (the stdlib only touches _waiters while it
+     * holds _condition, and so does our completion path), made before it:
+     * an allocation can run finalizers, which must not run under it. */
+    PyObject *fresh = NULL;
+    if (f->waiters == NULL) {
+        fresh = PyList_New(0);
+        if (fresh == NULL) {
+            return NULL;
+        }
+    }
     np_rlock_lock(&f->lock);
     if (f->waiters == NULL) {
-        f->waiters = PyList_New(0);
+        f->waiters = fresh;
+        fresh = NULL;
     }
     PyObject *w = f->waiters;
-    Py_XINCREF(w);
+    Py_INCREF(w);
     np_rlock_unlock(&f->lock);
+    Py_XDECREF(fresh);
     return w;
 }
 
@@ -617,14 +707,18 @@ finished_field(np_future *f, PyObject *field)
 static PyObject *
 get_result(PyObject *op, void *Py_UNUSED(closure))
 {
-    np_future_materialize(NP_FUTURE(op));
+    if (np_future_materialize(NP_FUTURE(op)) < 0) {
+        return NULL;
+    }
     return finished_field(NP_FUTURE(op), NP_FUTURE(op)->result);
 }
 
 static PyObject *
 get_exception(PyObject *op, void *Py_UNUSED(closure))
 {
-    np_future_materialize(NP_FUTURE(op));
+    if (np_future_materialize(NP_FUTURE(op)) < 0) {
+        return NULL;
+    }
     return finished_field(NP_FUTURE(op), NP_FUTURE(op)->exception);
 }
 
@@ -632,11 +726,28 @@ static PyObject *
 get_done_callbacks(PyObject *op, void *Py_UNUSED(closure))
 {
     np_future *f = NP_FUTURE(op);
-    np_rlock_lock(&f->lock);
-    PyObject *r = f->callbacks ? PyList_GetSlice(f->callbacks, 0, PY_SSIZE_T_MAX)
-                               : PyList_New(0);
-    np_rlock_unlock(&f->lock);
-    return r;
+    /* A copy, allocated outside the lock (see add_done_callback) at the
+     * size last seen, filled under it if the size still matches. */
+    for (;;) {
+        Py_ssize_t n = f->callbacks ? PyList_GET_SIZE(f->callbacks) : 0;
+        PyObject *r = PyList_New(n);
+        if (r == NULL) {
+            return NULL;
+        }
+        np_rlock_lock(&f->lock);
+        Py_ssize_t now = f->callbacks ? PyList_GET_SIZE(f->callbacks) : 0;
+        if (now == n) {
+            for (Py_ssize_t i = 0; i < n; i++) {
+                PyObject *cb = PyList_GET_ITEM(f->callbacks, i);
+                Py_INCREF(cb);
+                PyList_SET_ITEM(r, i, cb);
+            }
+            np_rlock_unlock(&f->lock);
+            return r;
+        }
+        np_rlock_unlock(&f->lock);
+        Py_DECREF(r);
+    }
 }
 
 static PyMethodDef future_methods[] = {

@@ -16,9 +16,12 @@
  * and the future (with its pinned buffers) must not be freed by a thread
  * that lacks it.  Whoever holds the GIL next drains the stack: the next
  * submit or map on any pool, a join, a worker that takes the GIL for
- * callbacks.  Until then a finished future costs its memory and nothing
- * else: its result is already readable, since result() converts the C
- * outcome and unpins the buffers itself (np_future_materialize).
+ * callbacks, and any worker that runs out of work (it takes the GIL once
+ * before parking).  Draining converts the outcome of a future nobody read
+ * yet (np_future_settle), which frees its call: so soon after the task is
+ * done, its buffers are unpinned and its arguments let go, as the stdlib
+ * lets go of a finished work item.  result() converts it itself if it
+ * comes first (np_future_materialize).
  */
 #include "np_native.h"
 
@@ -81,6 +84,10 @@ native_task_release(np_task *t, void *worker)
         return;
     }
     f->core = NULL;
+    /* Done with the task: convert its outcome if nobody has, which frees
+     * the call (unpins its buffers, drops the function), as the stdlib's
+     * worker drops a finished work item. */
+    np_future_settle(f);
     Py_DECREF(f);   /* the queue's reference */
 }
 

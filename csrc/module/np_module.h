@@ -176,6 +176,7 @@ void np_abandon_tasks(np_task *list, PyObject *exc);
  * touches it.  The np_worker_* functions take a pointer to one. */
 typedef struct {
     PyThreadState *tstate;
+    struct np_state *st;     /* a pool worker's module state, or NULL */
 } np_worker_ctx;
 
 /* The GIL on a pool worker (threadpool.c).  A worker holds the GIL lazily:
@@ -192,6 +193,13 @@ int np_worker_has_gil(void *worker);
  * map, when a pool is joined, and whenever a worker takes the GIL anyway. */
 void np_reclaim_push(np_state *st, struct np_pytask *task);
 void np_reclaim_drain(np_state *st);
+/* Anything to drain?  A hint (relaxed; no GIL needed). */
+static inline int
+np_reclaim_pending(np_state *st)
+{
+    return st != NULL &&
+           atomic_load_explicit(&st->reclaim, memory_order_relaxed) != NULL;
+}
 
 /* ---- futures ----------------------------------------------------------- */
 
@@ -219,6 +227,7 @@ enum {
     NPF_FINISHED = 4,
     NPF_STATE_MASK = 7,
     NPF_SLEEPERS = 8,
+    NPF_CONVERTING = 16,   /* FINISHED: a thread converts the C outcome */
 };
 
 #define NPF_STATE(word) ((word) & NPF_STATE_MASK)
@@ -253,6 +262,12 @@ typedef struct np_future {
      * once run, its C outcome.  Converted into result/exception, and freed,
      * the first time someone with the GIL looks (np_future_materialize). */
     struct np_ncall *ncall;
+    /* The thread converting ncall's outcome (np_future_materialize or a
+     * finishing worker), or 0: a call from inside the conversion on that
+     * thread (an unpickler asking for the result) is an error, not a
+     * deadlock or a second conversion. */
+    _Atomic unsigned long converting;
+    long converting_pid;             /* the process that set NPF_CONVERTING */
 } np_future;
 
 #define NP_FUTURE(op) ((np_future *)(op))
@@ -325,6 +340,9 @@ void np_rlock_lock(np_rlock *l);
 int np_rlock_lock_until(np_rlock *l, int64_t deadline_ns);
 int np_rlock_unlock(np_rlock *l);   /* -1 (no exception set) if not owner */
 int np_rlock_is_owned(np_rlock *l);
+/* In a fork child: the lock's owner may be a thread that is gone; make it
+ * free again.  Only for a lock nothing in the child can be inside. */
+void np_rlock_after_fork(np_rlock *l);
 
 /* Wait until the future is done.  1 done, 0 timeout, -1 exception. */
 int np_future_wait(np_future *f, int64_t deadline_ns);
@@ -336,23 +354,54 @@ int np_future_wait(np_future *f, int64_t deadline_ns);
 int np_future_set_running_nogil(np_state *st, np_future *f, void *worker);
 void np_future_finish_native(np_state *st, np_future *f, void *worker);
 /* With the GIL: turn a finished native call's C outcome into result or
- * exception and free the call, once.  Never fails: a conversion that fails
- * (no memory for a huge result, a C API result function that raises)
- * becomes the future's exception. */
-void np_future_materialize(np_future *f);
+ * exception and free the call, once.  A conversion that fails (no memory
+ * for a huge result, a C API result function or an unpickler that raises)
+ * becomes the future's exception.  Fails (-1, RuntimeError) only when
+ * called from inside that conversion, on the thread running it (an
+ * unpickler that asks the future for its own result). */
+int np_future_materialize(np_future *f);
+/* A finished native future: convert its outcome now if nobody has (so its
+ * buffers are unpinned and its arguments dropped, as the stdlib's task
+ * lets go of them once done); any error is kept as the outcome.  GIL. */
+void np_future_settle(np_future *f);
+/* 1, with a RuntimeError set, if this thread is converting f's outcome
+ * right now (so waiting for f here would wait for ourselves); else 0. */
+int np_future_converting_here(np_future *f);
+/* In a fork child, before failing an orphaned future: its lock may belong
+ * to a thread that no longer exists. */
+void np_future_after_fork(np_future *f);
 /* The lock without touching the GIL (a worker that does not hold it). */
 void np_rlock_lock_nogil(np_rlock *l);
 /* A cancelled native future: free its call (unpin buffers).  GIL held. */
 void np_future_drop_unrun_call(np_future *f);
 
-/* future.c's transition machinery, for future_native.c.  become_done: with
- * the lock held, move from state `from` to `newstate`, tell stdlib waiters
- * with waiter_meth (if not NULL: needs the GIL), wake sleepers; 0 and the
- * callbacks to run (*cbs, a new reference or NULL), or -1 if the state is
- * not `from`.  run_callbacks: call and drop them (GIL). */
+/* future.c's transition machinery, for future_native.c.
+ *
+ * A transition happens under the future's lock, but what it sets off runs
+ * Python (the stdlib waiters' add_result, the done callbacks), which must
+ * not run under our lock.  So the transition fills a notice, and the caller
+ * delivers it once the lock is released:
+ *
+ *     np_done_notice n = NP_DONE_NOTICE_INIT;
+ *     lock; np_future_become_done(f, from, to, meth, &n); unlock;
+ *     np_future_deliver(st, f, &n);              (GIL)
+ *
+ * become_done: move from state `from` to `newstate`, wake sleepers, take
+ * the callbacks and, if waiter_meth is not NULL, the stdlib waiters to tell
+ * with it (which needs the GIL; pass NULL without it, having seen that
+ * there are no waiters).  0, or -1 if the state is not `from`. */
+typedef struct {
+    PyObject *meth;             /* borrowed: add_result, ...  */
+    PyObject **waiters;         /* nwaiters strong references */
+    Py_ssize_t nwaiters;
+    PyObject *cbs;              /* the done callbacks (a list), or NULL */
+    PyObject *inline_[4];       /* room for the common few waiters */
+} np_done_notice;
+#define NP_DONE_NOTICE_INIT {NULL, NULL, 0, NULL, {NULL}}
+
 int np_future_become_done(np_future *f, uint32_t from, uint32_t newstate,
-                          PyObject *waiter_meth, PyObject **cbs);
-void np_future_run_callbacks(np_state *st, np_future *f, PyObject *cbs);
+                          PyObject *waiter_meth, np_done_notice *n);
+void np_future_deliver(np_state *st, np_future *f, np_done_notice *n);
 
 /* ---- synchronization objects --------------------------------------------- */
 

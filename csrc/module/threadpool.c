@@ -112,10 +112,21 @@ np_worker_has_gil(void *worker)
 }
 
 /* Parking: never sleep with the GIL.  Waking does not take it back: the
- * next task decides whether it needs it. */
+ * next task decides whether it needs it.
+ *
+ * Out of work for now (the runtime calls this before parking, with no lock
+ * of ours held): if native tasks left releases for someone with the GIL,
+ * be that someone first, so a finished task lets go of its function,
+ * arguments and pinned buffers now, as the stdlib's worker does, and not at
+ * the next submit. */
 static void
 worker_idle_begin(void *arg)
 {
+    worker_ctx *w = arg;
+    if (np_reclaim_pending(w->st)) {
+        np_worker_hold_gil(arg);
+        np_reclaim_drain(w->st);
+    }
     np_worker_drop_gil(arg);
 }
 
@@ -250,7 +261,7 @@ core_work(PyObject *op, PyObject *Py_UNUSED(ignored))
         }
         Py_XDECREF(r);
     }
-    worker_ctx ctx = {NULL};
+    worker_ctx ctx = {NULL, c->st};
     /* Returns once the pool is closed and drained (at once if broken). */
     np_pool_work(c->pool, &ctx);
     np_worker_hold_gil(&ctx);
@@ -319,6 +330,13 @@ core_after_fork(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     np_core *c = (np_core *)op;
     np_task *orphans = np_pool_take_orphans(c->pool);
+    /* A worker may have held an orphan's lock at the fork (finishing it):
+     * that thread is gone, so free the lock before failing the future. */
+    for (np_task *t = orphans; t != NULL; t = t->next) {
+        if (((np_pytask *)t)->abandon == np_future_task_abandon) {
+            np_future_after_fork(NP_TASK_FUTURE(t));
+        }
+    }
     if (orphans != NULL) {
         PyObject *exc = PyObject_CallFunction(
             c->st->BrokenThreadPool, "s",

@@ -56,12 +56,21 @@ np_wait_word(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
     }
 }
 
+/* Never wait for the GIL while holding one of our locks: a thread that
+ * did would stall whoever holds the GIL and needs the lock (a worker
+ * without the GIL must be able to take it and let go), and a fork in
+ * between (the forking thread holds the GIL) would leave the lock held
+ * forever in the child.  So the GIL is released while m is busy, we wait
+ * for m to come free, let it go, and take it for real only with the GIL in
+ * hand (a trylock).  Someone may take it in between: then we wait again.
+ * No fairness is promised; every section under these locks is short. */
 void
 np_mutex_lock_blocking(np_mutex *m)
 {
-    if (!np_mutex_trylock(m)) {
+    while (!np_mutex_trylock(m)) {
         Py_BEGIN_ALLOW_THREADS
         np_mutex_lock(m);
+        np_mutex_unlock(m);
         Py_END_ALLOW_THREADS
     }
 }
@@ -118,13 +127,17 @@ np_rlock_lock_until(np_rlock *l, int64_t deadline_ns)
         l->count++;
         return 1;
     }
+    /* As np_mutex_lock_blocking: the mutex is only taken with the GIL. */
     while (!np_mutex_trylock(&l->mutex)) {
         int r;
         Py_BEGIN_ALLOW_THREADS
         r = np_mutex_lock_until(&l->mutex, deadline_ns, 1);
+        if (r == NP_OK) {
+            np_mutex_unlock(&l->mutex);
+        }
         Py_END_ALLOW_THREADS
         if (r == NP_OK) {
-            break;
+            continue;
         }
         if (r == NP_ETIMEDOUT) {
             return 0;
@@ -148,6 +161,14 @@ np_rlock_unlock(np_rlock *l)
         np_mutex_unlock(&l->mutex);
     }
     return 0;
+}
+
+void
+np_rlock_after_fork(np_rlock *l)
+{
+    atomic_store_explicit(&l->owner, 0, memory_order_relaxed);
+    l->count = 0;
+    np_mutex_reinit(&l->mutex);
 }
 
 int

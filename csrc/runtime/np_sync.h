@@ -97,6 +97,15 @@ np_mutex_unlock(np_mutex *m)
     }
 }
 
+/* In a fork child only: whoever held m in the parent does not exist here.
+ * Make it unlocked again, waking nobody (nobody sleeps on it in the child,
+ * whose only thread is the one that forked). */
+static inline void
+np_mutex_reinit(np_mutex *m)
+{
+    atomic_store_explicit(&m->word, 0, memory_order_relaxed);
+}
+
 static inline int
 np_mutex_is_locked(np_mutex *m)
 {
