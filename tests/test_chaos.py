@@ -291,6 +291,16 @@ def hammer_native_wait():
         assert not not_done
         count("native_wait")
 
+def hammer_map():
+    # map runners claiming and publishing items (under the job's lock)
+    # while the fork happens; native maps too when there are native tasks
+    while not stop.is_set():
+        assert list(pool.map(abs, range(-20, 0), timeout=HANG)) == list(range(20, 0, -1))
+        if native is not None:
+            assert len(list(pool.map(native.sum_squares, [30] * 20,
+                                     timeout=HANG))) == 20
+        count("map")
+
 def hammer_sync():
     while not stop.is_set():
         with lock:
@@ -328,6 +338,7 @@ def runner(fn):
 hammers = {"python": [hammer_python, hammer_python],
            "native": [hammer_native, hammer_python],
            "native_wait": [hammer_native_wait, hammer_native_wait],
+           "map": [hammer_map, hammer_map],
            "sync": [hammer_sync, hammer_sync, cond_waiter],
            "all": [hammer_python, hammer_native, hammer_sync, cond_waiter]}[CASE]
 ts = [threading.Thread(target=runner, args=(fn,), daemon=True) for fn in hammers]
@@ -406,7 +417,7 @@ out("counts", sorted(done_counts.items()))
 # fix (a worker waited for the GIL holding a future's lock; the child then
 # failed the orphaned task on a lock nobody would release): about one storm
 # in four hung a child.  sync and all hit the Condition's fork bug.
-FORK_CASES = ["python", "native", "native_wait",
+FORK_CASES = ["python", "native", "native_wait", "map",
               pytest.param("sync", marks=pytest.mark.xfail(
     reason="issue 11 follow-up: a Condition keeps its waiters on the waiting "
            "threads' stacks; in a fork child those threads are gone and "

@@ -264,6 +264,14 @@ runner_abandon(np_pytask *t, PyObject *exc)
     }
 }
 
+/* Orphaned by fork: a worker of the parent may have held the job's lock
+ * (claiming or publishing items); it is nobody's in the child. */
+static void
+runner_after_fork(np_pytask *t)
+{
+    np_mutex_reinit(&((map_runner *)t)->job->lock);
+}
+
 /* Queue one more runner.  Job lock NOT held (submit may start a thread). */
 static int
 add_runner(map_job *job)
@@ -276,6 +284,7 @@ add_runner(map_job *job)
     r->task.base.run = runner_run;
     r->task.base.release = runner_release;
     r->task.abandon = runner_abandon;
+    r->task.after_fork = runner_after_fork;
     r->job = job;
     r->current = -1;
     atomic_fetch_add(&job->refs, 1);

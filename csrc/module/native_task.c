@@ -105,6 +105,7 @@ submit_call(np_core *core, np_ncall *c)
     f->task.base.run = native_task_run;
     f->task.base.release = native_task_release;
     f->task.abandon = np_future_task_abandon;   /* also unpins */
+    f->task.after_fork = np_future_task_after_fork;
     Py_INCREF(f);   /* the queue's reference, dropped by release */
     if (np_core_submit(core, &f->task) < 0) {
         f->core = NULL;

@@ -161,10 +161,14 @@ np_raise_exception(PyObject *exc)
 /* Every task the binding queues starts with this.  abandon() is called, with
  * the GIL, instead of run() when the pool gives the task back: exc NULL means
  * cancelled (shutdown(cancel_futures=True)), else fail it with exc.  The
- * caller calls release() afterwards. */
+ * caller calls release() afterwards.  after_fork() (or NULL) is called
+ * first for a task orphaned by os.fork(): a lock of the task's that a
+ * parent's thread held at the fork belongs to nobody in the child, and
+ * must be made free before abandon() takes it. */
 typedef struct np_pytask {
     np_task base;
     void (*abandon)(struct np_pytask *task, PyObject *exc);
+    void (*after_fork)(struct np_pytask *task);
 } np_pytask;
 
 /* Abandon and release every task of a list returned by the runtime. */
@@ -279,6 +283,8 @@ typedef struct np_future {
 /* abandon() of a future task, Python or native (threadpool.c): cancel
  * (exc NULL) or fail it, drop its call; GIL held. */
 void np_future_task_abandon(np_pytask *t, PyObject *exc);
+/* after_fork() of a future task: np_future_after_fork. */
+void np_future_task_after_fork(np_pytask *t);
 
 int np_future_types_init(PyObject *module, np_state *st);
 /* Future._condition (future_cond.c). */

@@ -82,6 +82,12 @@ np_future_task_abandon(np_pytask *t, PyObject *exc)
     np_ncall_free(c);
 }
 
+void
+np_future_task_after_fork(np_pytask *t)
+{
+    np_future_after_fork(NP_TASK_FUTURE(t));
+}
+
 /* ---- PoolCore ---------------------------------------------------------- */
 
 typedef np_worker_ctx worker_ctx;   /* np_module.h */
@@ -331,10 +337,11 @@ core_after_fork(PyObject *op, PyObject *Py_UNUSED(ignored))
     np_core *c = (np_core *)op;
     np_task *orphans = np_pool_take_orphans(c->pool);
     /* A worker may have held an orphan's lock at the fork (finishing it):
-     * that thread is gone, so free the lock before failing the future. */
+     * that thread is gone, so free the lock before failing the task. */
     for (np_task *t = orphans; t != NULL; t = t->next) {
-        if (((np_pytask *)t)->abandon == np_future_task_abandon) {
-            np_future_after_fork(NP_TASK_FUTURE(t));
+        np_pytask *pt = (np_pytask *)t;
+        if (pt->after_fork != NULL) {
+            pt->after_fork(pt);
         }
     }
     if (orphans != NULL) {
@@ -653,6 +660,7 @@ pool_submit(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     f->task.base.run = future_task_run;
     f->task.base.release = future_task_release;
     f->task.abandon = np_future_task_abandon;
+    f->task.after_fork = np_future_task_after_fork;
     Py_INCREF(f);   /* the queue's reference, dropped by release */
     if (np_core_submit(c, &f->task) < 0) {
         f->core = NULL;
