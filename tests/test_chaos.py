@@ -411,10 +411,7 @@ FORK_CASES = ["python", "native",
                   reason="issue 11: fork hang while native tasks complete "
                          "under concurrent.futures.wait (fix pending)",
                   strict=False)),
-              pytest.param("sync", marks=pytest.mark.xfail(
-    reason="issue 11 follow-up: a Condition keeps its waiters on the waiting "
-           "threads' stacks; in a fork child those threads are gone and "
-           "notify walks garbage (fix pending)", strict=False)),
+              "sync",
               pytest.param("all", marks=pytest.mark.xfail(
     reason="issue 11 follow-up: a Condition keeps its waiters on the waiting "
            "threads' stacks; in a fork child those threads are gone and "
