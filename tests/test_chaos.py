@@ -416,16 +416,9 @@ out("counts", sorted(done_counts.items()))
 # native and native_wait hit the fork hang of issue 11 section 2 before its
 # fix (a worker waited for the GIL holding a future's lock; the child then
 # failed the orphaned task on a lock nobody would release): about one storm
-# in four hung a child.  sync and all hit the Condition's fork bug.
-FORK_CASES = ["python", "native", "native_wait", "map",
-              pytest.param("sync", marks=pytest.mark.xfail(
-    reason="issue 11 follow-up: a Condition keeps its waiters on the waiting "
-           "threads' stacks; in a fork child those threads are gone and "
-           "notify walks garbage (fix pending)", strict=False)),
-              pytest.param("all", marks=pytest.mark.xfail(
-    reason="issue 11 follow-up: a Condition keeps its waiters on the waiting "
-           "threads' stacks; in a fork child those threads are gone and "
-           "notify walks garbage (fix pending)", strict=False))]
+# in four hung a child.  sync and all hit the Condition's fork bug (its
+# waiters on dead threads' stacks): two storms in three.
+FORK_CASES = ["python", "native", "native_wait", "map", "sync", "all"]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -498,12 +491,7 @@ out("child", status)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-@pytest.mark.parametrize("impl", [
-    pytest.param("nativepool", marks=pytest.mark.xfail(
-    reason="issue 11 follow-up: a Condition keeps its waiters on the waiting "
-           "threads' stacks; in a fork child those threads are gone and "
-           "notify walks garbage (fix pending)", strict=False)),
-    "threading"])
+@pytest.mark.parametrize("impl", ["nativepool", "threading"])
 def test_fork_child_notifies_condition_parent_threads_waited_on(impl):
     # A Condition inherited while other threads wait on it: in the child
     # those threads do not exist; notify_all() must not touch what they
@@ -514,3 +502,208 @@ def test_fork_child_notifies_condition_parent_threads_waited_on(impl):
                    timeout=60, env={"PYTHONWARNINGS": "ignore::DeprecationWarning"})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "child 0" in r.stdout, r.stdout + r.stderr
+
+
+# The locks a Condition is tested over in a fork child: ours (the C fast
+# path), the stdlib's RLock (a foreign lock with _release_save) and the
+# stdlib's plain Lock (a foreign lock without).
+COND_FORK_LOCKS = ["np.Lock", "np.RLock", "threading.Lock", "threading.RLock"]
+
+COND_FORK_PRELUDE = r"""
+import os, signal, sys, threading, time
+HANG = %(hang)r
+Condition = np.Condition if %(ours)r else threading.Condition
+LOCK = {"np.Lock": lambda: np.Lock(), "np.RLock": lambda: np.RLock(),
+        "threading.Lock": threading.Lock,
+        "threading.RLock": threading.RLock}[%(lock)r]
+cond = Condition(LOCK())
+parked = 0
+done = False          # the parent's waiters' predicate, set before it wakes them
+
+def park_until(n):
+    # Each waiter counts itself with the lock held and gives the lock up
+    # only by waiting: once we hold it and see n, n threads are in wait().
+    while True:
+        with cond:
+            if parked == n:
+                return
+        time.sleep(0.001)
+
+def waiter(kind):
+    global parked
+    with cond:
+        parked += 1
+        if kind == "wait_for":
+            cond.wait_for(lambda: done, HANG)      # hang guard only
+        else:
+            cond.wait(HANG)                        # hang guard only
+
+def start_waiters(n):
+    ts = [threading.Thread(target=waiter, args=("wait_for" if i %% 2 else "wait",),
+                           daemon=True) for i in range(n)]
+    for t in ts:
+        t.start()
+    park_until(n)
+    return ts
+
+def scribble():
+    # New threads in a fork child reuse the stacks of the parent's threads
+    # (glibc's stack cache): write over whatever those threads left there.
+    def run():
+        junk = [bytearray(b"\xff" * 64) for _ in range(100)]
+        time.sleep(0.02)
+    th = [threading.Thread(target=run) for _ in range(4)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+
+def reap(pid):
+    deadline = time.monotonic() + HANG     # hang guard only
+    while True:
+        p, status = os.waitpid(pid, os.WNOHANG)
+        if p:
+            return status
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "hung"
+        time.sleep(0.005)
+"""
+
+COND_FORK_USE_SCRIPT = COND_FORK_PRELUDE + r"""
+ts = start_waiters(4)
+pid = os.fork()
+if pid == 0:
+    code = 1
+    try:
+        scribble()
+        with cond:
+            cond.notify()
+            cond.notify(2)
+            cond.notify_all()
+            repr(cond)
+            assert cond.wait(0.01) is False      # nobody notifies it here
+        # A thread of the child waits and is woken.
+        got = []
+        def child_waiter():
+            global parked
+            with cond:
+                parked += 1
+                got.append(cond.wait(HANG))      # hang guard only
+        parked = 0
+        t = threading.Thread(target=child_waiter)
+        t.start()
+        park_until(1)
+        with cond:
+            cond.notify_all()
+        t.join(HANG)                             # hang guard only
+        assert got == [True], got
+        # A Condition made in the child.
+        fresh = Condition(LOCK())
+        with fresh:
+            assert fresh.wait(0) is False
+            fresh.notify_all()
+        code = 0
+    except BaseException as exc:
+        sys.stderr.write("child: %%r\n" %% (exc,))
+    os._exit(code)
+status = reap(pid)
+with cond:
+    done = True
+    cond.notify_all()
+for t in ts:
+    t.join(HANG)                                 # hang guard only
+out("child", status)
+out("alive", sum(t.is_alive() for t in ts))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("lock", COND_FORK_LOCKS)
+@pytest.mark.parametrize("impl", ["nativepool", "threading"])
+def test_fork_child_uses_condition_parent_threads_waited_on(impl, lock):
+    # Four threads in wait()/wait_for() at the fork: in the child they do
+    # not exist.  notify(), notify(n), notify_all(), wait(timeout), repr(),
+    # a child thread's wait and a new Condition all work there; the dead
+    # waiters are simply never woken.
+    if impl == "nativepool" and not IS_NATIVEPOOL:
+        pytest.skip("nativepool's Condition only")
+    r = run_script(COND_FORK_USE_SCRIPT % {"ours": impl == "nativepool",
+                                           "lock": lock, "hang": 10.0},
+                   timeout=60, env={"PYTHONWARNINGS": "ignore::DeprecationWarning"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "child 0" in r.stdout, r.stdout + r.stderr
+    assert "alive 0" in r.stdout, r.stdout + r.stderr
+
+
+COND_FORK_IN_WAIT_SCRIPT = COND_FORK_PRELUDE + r"""
+ts = start_waiters(2)
+released = threading.Event()
+forked = threading.Event()
+pid = None
+status = None
+
+def handler(signum, frame):
+    # Runs inside the main thread's cond.wait(): the forking thread is
+    # itself a waiter, and survives in the child.
+    global pid
+    released.wait(HANG)                          # hang guard only
+    pid = os.fork()
+    if pid == 0:
+        scribble()
+        def notifier():
+            with cond:
+                cond.notify_all()
+        threading.Thread(target=notifier).start()
+    else:
+        forked.set()
+
+def helper():
+    global status, done
+    main = threading.main_thread().ident
+    park_until(3)
+    with cond:
+        signal.pthread_kill(main, signal.SIGUSR1)
+    released.set()
+    forked.wait(HANG)                            # hang guard only
+    status = reap(pid)
+    with cond:
+        done = True
+        cond.notify_all()
+
+signal.signal(signal.SIGUSR1, handler)
+h = threading.Thread(target=helper)
+h.start()
+with cond:
+    parked += 1
+    woken = cond.wait(HANG)                      # hang guard only
+if pid == 0:
+    # the child: woken by its own thread's notify_all, not timed out
+    os._exit(0 if woken else 1)
+h.join(HANG)                                     # hang guard only
+for t in ts:
+    t.join(HANG)                                 # hang guard only
+out("child", status)
+out("woken", woken)
+out("alive", sum(t.is_alive() for t in ts))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("lock", COND_FORK_LOCKS)
+@pytest.mark.parametrize("impl", ["nativepool", "threading"])
+def test_fork_from_signal_handler_inside_condition_wait(impl, lock):
+    # A signal handler that runs inside cond.wait() forks: the forking
+    # thread was itself waiting, and in the child it still is; a notify in
+    # the child must wake it (threading.Condition keeps its waiter lock),
+    # while the two other waiters of the parent are gone.
+    if impl == "nativepool" and not IS_NATIVEPOOL:
+        pytest.skip("nativepool's Condition only")
+    r = run_script(COND_FORK_IN_WAIT_SCRIPT % {"ours": impl == "nativepool",
+                                               "lock": lock, "hang": 10.0},
+                   timeout=60, env={"PYTHONWARNINGS": "ignore::DeprecationWarning"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "child 0" in r.stdout, r.stdout + r.stderr
+    assert "woken True" in r.stdout, r.stdout + r.stderr
+    assert "alive 0" in r.stdout, r.stdout + r.stderr

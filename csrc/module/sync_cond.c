@@ -15,25 +15,36 @@
  * when it has them (nativepool.RLock and threading.RLock do).  Over our own
  * Lock or RLock (exact types) we call their C functions directly instead
  * of their methods (np_fastlock_*).
+ *
+ * In a fork child the waiter list is the parent's: see "fork" below.
  */
 #include "np_module.h"
 
 #include "structmember.h"
 
+#include <pthread.h>
+
 /* ---- Condition ----------------------------------------------------------- */
+
+struct np_condobj;
 
 typedef struct cond_waiter {
     struct cond_waiter *next;
     np_sem sem;                  /* notify gives it one unit */
     int notified;                /* set under the mutex by notify */
+    struct np_condobj *cond;     /* the Condition waited on (for fork) */
+    struct cond_waiter *outer;   /* this thread's enclosing wait (my_waits) */
 } cond_waiter;
 
-typedef struct {
+typedef struct np_condobj {
     PyObject_HEAD
     PyObject *lock;
     PyObject *acquire, *release;             /* bound methods of lock */
     PyObject *release_save, *acquire_restore, *is_owned;   /* or NULL */
     int fast;                 /* NP_FASTLOCK_* when lock is ours: call C */
+    /* The fork generation that mutex, head, tail and nwaiters belong to;
+     * never use them without cond_sync_fork() first. */
+    _Atomic uint32_t gen;
     np_mutex mutex;                          /* guards the waiter list */
     cond_waiter *head, *tail;
     Py_ssize_t nwaiters;
@@ -44,6 +55,133 @@ typedef struct {
  * if it must sleep. */
 
 #define COND(op) ((np_condobj *)(op))
+
+/* ---- fork -----------------------------------------------------------------
+ * A fork child has one thread: the one that called fork().  Every other
+ * record in a Condition's waiter list lives on the stack of a thread that
+ * does not exist there, and the child's new threads reuse those stacks
+ * (glibc's stack cache): nothing in the child may follow, mark or give to
+ * such a record.  Those waiters are simply gone (threading.Condition's
+ * are never woken either).  The internal mutex may have been held by such
+ * a thread too (mid-notify or mid-wait, without the GIL on a free-threaded
+ * build): in the child nobody will ever unlock it.
+ *
+ * The fork generation.  `fork_generation` counts the forks between the
+ * process that first loaded us and this one: the atfork child handler
+ * adds one, before the child has a second thread.  Each Condition records
+ * in `gen` the generation its list and mutex belong to (the one it was
+ * made in, or last reset in).  Since the counter only grows down a chain
+ * of forks, `gen` == fork_generation exactly when that state is this
+ * process's own.  cond_sync_fork() compares them before every use of the
+ * mutex or the list -- the whole cost in a process that never forked: a
+ * relaxed load of the counter and an acquire load of `gen`, next to the
+ * mutex word the caller touches next -- and an inherited Condition, on
+ * its first use in the child, drops the parent's list and unlocks its
+ * mutex (forget_parent, under fork_reset_lock: two threads of the child
+ * may get there together).  Lazily, so a fork touches no Condition, and a
+ * child that only execs touches none either.
+ *
+ * The one exception is the forking thread itself: it survives and can be
+ * a waiter (a signal handler run inside wait(), or a foreign lock's
+ * release() called from wait(), forked).  Each thread keeps its waits,
+ * innermost first, on a thread-local stack (`my_waits`); the child
+ * handler links exactly those records -- on the one stack that still
+ * exists -- back into their Conditions, so a notify in the child wakes
+ * them, as it wakes threading.Condition's.
+ *
+ * Interpreters: nothing here is a Python object.  The counter is per
+ * process because a fork is; a record points at a Condition of whichever
+ * interpreter its thread waits in, and the handler touches only C fields. */
+
+static _Atomic uint32_t fork_generation;
+static np_mutex fork_reset_lock = NP_MUTEX_INIT;
+static _Thread_local cond_waiter *my_waits;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static int fork_hook_error;                  /* pthread_atfork's, if it failed */
+
+/* An empty list and a free mutex.  Only where no live thread can be using
+ * them: under fork_reset_lock on a Condition of an older generation (its
+ * users are all gone), in the child handler, or in _at_fork_reinit. */
+static void
+forget_waiters(np_condobj *c)
+{
+    c->head = c->tail = NULL;
+    c->nwaiters = 0;
+    atomic_store_explicit(&c->mutex.word, 0, memory_order_relaxed);
+}
+
+/* The atfork child handler.  Single-threaded: the threads the child
+ * creates later see all of this (pthread_create orders it). */
+static void
+cond_fork_child(void)
+{
+    uint32_t now = atomic_load_explicit(&fork_generation, memory_order_relaxed) + 1;
+    atomic_store_explicit(&fork_generation, now, memory_order_relaxed);
+    /* A thread that is gone may have held it, inside forget_parent. */
+    atomic_store_explicit(&fork_reset_lock.word, 0, memory_order_relaxed);
+    /* Innermost first; prepending restores each Condition's FIFO order. */
+    for (cond_waiter *w = my_waits; w != NULL; w = w->outer) {
+        np_condobj *c = w->cond;
+        if (atomic_load_explicit(&c->gen, memory_order_relaxed) != now) {
+            forget_waiters(c);
+            atomic_store_explicit(&c->gen, now, memory_order_relaxed);
+        }
+        if (w->notified) {
+            /* Already off the list.  A notifier that is gone may have
+             * marked it and not yet given: give (at most one unit).  The
+             * unit cannot have been taken already: this thread leaves
+             * my_waits with no Python code between the take and that. */
+            (void)np_sem_give(&w->sem, 1, 1, 0);
+            continue;
+        }
+        w->next = c->head;
+        c->head = w;
+        if (c->tail == NULL) {
+            c->tail = w;
+        }
+        c->nwaiters++;
+    }
+}
+
+static void
+register_fork_hook(void)
+{
+    fork_hook_error = pthread_atfork(NULL, NULL, cond_fork_child);
+}
+
+/* The slow path of cond_sync_fork: a Condition of an older generation. */
+static void
+forget_parent(np_condobj *c, uint32_t now)
+{
+    /* Held for a few stores, never while waiting for the GIL. */
+    np_mutex_lock(&fork_reset_lock);
+    if (atomic_load_explicit(&c->gen, memory_order_relaxed) != now) {
+        forget_waiters(c);
+        /* release: pairs with cond_sync_fork's acquire, so a thread that
+         * sees the new generation sees the empty list and free mutex. */
+        atomic_store_explicit(&c->gen, now, memory_order_release);
+    }
+    np_mutex_unlock(&fork_reset_lock);
+}
+
+/* Before any use of c's mutex or list. */
+static inline void
+cond_sync_fork(np_condobj *c)
+{
+    /* Relaxed: in any one process the counter is written once, by the
+     * child handler, before the process has a second thread. */
+    uint32_t now = atomic_load_explicit(&fork_generation, memory_order_relaxed);
+    if (atomic_load_explicit(&c->gen, memory_order_acquire) != now) {
+        forget_parent(c, now);
+    }
+}
+
+static inline void
+cond_lock(np_condobj *c)
+{
+    cond_sync_fork(c);
+    np_mutex_lock_blocking(&c->mutex);
+}
 
 static int
 cond_init(PyObject *op, PyObject *args, PyObject *kwargs)
@@ -58,6 +196,10 @@ cond_init(PyObject *op, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "Condition is already initialised");
         return -1;
     }
+    /* Its (empty) list belongs to this process. */
+    atomic_store_explicit(&c->gen,
+                          atomic_load_explicit(&fork_generation, memory_order_relaxed),
+                          memory_order_relaxed);
     np_state *st = np_state_from_type(Py_TYPE(op));
     if (lock == Py_None) {
         lock = PyObject_CallNoArgs((PyObject *)st->rlock_type);
@@ -249,8 +391,8 @@ cond_wait_until(np_condobj *c, int64_t deadline)
         }
         return -1;
     }
-    cond_waiter w = {NULL, NP_SEM_INIT(0), 0};
-    np_mutex_lock_blocking(&c->mutex);
+    cond_waiter w = {NULL, NP_SEM_INIT(0), 0, c, NULL};
+    cond_lock(c);
     if (c->tail != NULL) {
         c->tail->next = &w;
     }
@@ -260,6 +402,10 @@ cond_wait_until(np_condobj *c, int64_t deadline)
     c->tail = &w;
     c->nwaiters++;
     np_mutex_unlock(&c->mutex);
+    /* From here until we leave my_waits, Python code may run (the lock's
+     * release, signal handlers in the wait) and fork: see "fork". */
+    w.outer = my_waits;
+    my_waits = &w;
 
     unsigned long fast_state[2] = {0, 0};
     PyObject *saved;
@@ -272,22 +418,26 @@ cond_wait_until(np_condobj *c, int64_t deadline)
                                 : PyObject_CallNoArgs(c->release);
     }
     if (saved == NULL) {
-        np_mutex_lock_blocking(&c->mutex);
+        cond_lock(c);
         unlink_waiter(c, &w);
         np_mutex_unlock(&c->mutex);
+        my_waits = w.outer;
         return -1;
     }
 
     int r = np_sem_take_blocking(&w.sem, deadline, NULL);
 
     /* Synchronise with a notifier that may still be inside np_sem_give on
-     * our stack; then decide, under the mutex, whether we were notified. */
-    np_mutex_lock_blocking(&c->mutex);
+     * our stack; then decide, under the mutex, whether we were notified.
+     * (After a fork from inside this wait the child handler has put w
+     * back on the list: unlink_waiter still finds it.) */
+    cond_lock(c);
     int notified = w.notified;
     if (!notified) {
         unlink_waiter(c, &w);
     }
     np_mutex_unlock(&c->mutex);
+    my_waits = w.outer;
 
     /* Take the lock back even if we are raising (the stdlib's finally), and
      * so that a Ctrl-C cannot leave us without it: the with-block's exit
@@ -410,7 +560,7 @@ notify_check(np_condobj *c)
 static PyObject *
 notify_n(np_condobj *c, Py_ssize_t n)
 {
-    np_mutex_lock_blocking(&c->mutex);
+    cond_lock(c);
     while (c->head != NULL && n > 0) {
         cond_waiter *w = c->head;
         c->head = w->next;
@@ -439,7 +589,10 @@ cond_notify(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
     if (notify_check(COND(op)) < 0) {
         return NULL;
     }
-    /* With nobody waiting the stdlib never looks at n. */
+    /* With nobody waiting the stdlib never looks at n.  (A count that
+     * cond_sync_fork has not reset yet in a fork child only means that we
+     * look at n, as the stdlib does with the dead waiters in its deque;
+     * notify_n syncs: n.__index__ may even fork.) */
     if (nargs + nkw == 1 && COND(op)->nwaiters > 0) {
         n = PyNumber_AsSsize_t(args[0], PyExc_OverflowError);
         if (n == -1 && PyErr_Occurred()) {
@@ -532,8 +685,9 @@ cond_exit(PyObject *op, PyObject *args)
     return r;
 }
 
-/* After fork, as threading.Condition: a fresh lock and no waiters (they
- * were threads of the parent, and their stack frames are gone). */
+/* After fork, as threading.Condition: a fresh lock and no waiters at all
+ * (as the stdlib's, this one drops the forking thread's own waits too).
+ * Called single-threaded in a child, like the stdlib's. */
 static PyObject *
 cond_at_fork_reinit(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
@@ -541,9 +695,10 @@ cond_at_fork_reinit(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (check_init(c) < 0) {
         return NULL;
     }
-    atomic_store(&c->mutex.word, 0);
-    c->head = c->tail = NULL;
-    c->nwaiters = 0;
+    forget_waiters(c);
+    atomic_store_explicit(&c->gen,
+                          atomic_load_explicit(&fork_generation, memory_order_relaxed),
+                          memory_order_release);
     return PyObject_CallMethod(c->lock, "_at_fork_reinit", NULL);
 }
 
@@ -555,6 +710,7 @@ cond_repr(PyObject *op)
         return PyUnicode_FromFormat("<nativepool.Condition (uninitialised) at %p>", op);
     }
     /* threading.Condition's, exactly: "<Condition(<lock>, nwaiters)>". */
+    cond_sync_fork(c);
     return PyUnicode_FromFormat("<Condition(%S, %zd)>", c->lock, c->nwaiters);
 }
 
@@ -615,6 +771,13 @@ static PyType_Spec cond_spec = {
 int
 np_condition_types_init(PyObject *module, np_state *st)
 {
+    (void)pthread_once(&fork_once, register_fork_hook);
+    if (fork_hook_error != 0) {
+        /* ENOMEM, its only error.  Without the hook a fork child would
+         * walk the dead threads' stacks. */
+        PyErr_NoMemory();
+        return -1;
+    }
     st->cond_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &cond_spec, NULL);
     if (st->cond_type == NULL ||
         np_module_add(module, "Condition", (PyObject *)st->cond_type) < 0) {
