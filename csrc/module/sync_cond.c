@@ -107,7 +107,7 @@ forget_waiters(np_condobj *c)
 {
     c->head = c->tail = NULL;
     c->nwaiters = 0;
-    atomic_store_explicit(&c->mutex.word, 0, memory_order_relaxed);
+    np_mutex_reinit(&c->mutex);
 }
 
 /* The atfork child handler.  Single-threaded: the threads the child
@@ -118,7 +118,7 @@ cond_fork_child(void)
     uint32_t now = atomic_load_explicit(&fork_generation, memory_order_relaxed) + 1;
     atomic_store_explicit(&fork_generation, now, memory_order_relaxed);
     /* A thread that is gone may have held it, inside forget_parent. */
-    atomic_store_explicit(&fork_reset_lock.word, 0, memory_order_relaxed);
+    np_mutex_reinit(&fork_reset_lock);
     /* Innermost first; prepending restores each Condition's FIFO order. */
     for (cond_waiter *w = my_waits; w != NULL; w = w->outer) {
         np_condobj *c = w->cond;
