@@ -40,9 +40,11 @@
  *     was shut down with cancel_futures=True or broken), when nativepool
  *     gives the task up (with the GIL).  cleanup must not call Python.
  *   - The future's result is None, or what result(arg) returns: it is
- *     called with the GIL the first time someone asks (result(),
- *     exception(), a done callback...), at most once; return a new
- *     reference, or NULL with an exception set to fail the future with it.
+ *     called with the GIL, exactly once, by the first to ask (result(),
+ *     exception(), a done callback...) or else soon after run() returns, on
+ *     a worker that takes the GIL to release finished tasks (as the stdlib
+ *     lets go of a finished task's objects); return a new reference, or
+ *     NULL with an exception set to fail the future with it.
  */
 #ifndef NATIVEPOOL_H
 #define NATIVEPOOL_H
