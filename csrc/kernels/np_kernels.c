@@ -13,7 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "../runtime/np_sync.h"   /* np_monotonic_ns */
+#include "np_sync.h"   /* np_monotonic_ns */
 
 /* ---- outcome helpers ------------------------------------------------------ */
 

@@ -102,16 +102,6 @@ typedef struct {
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 #define STORE(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
 
-static inline void
-cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield" ::: "memory");
-#endif
-}
-
 /* Release the mutex.  Queue, LifoQueue and SimpleQueue holders only ever
  * keep it for a few stores, so their waiters poll instead of parking (below)
  * and a release store is a whole unlock: one atomic read-modify-write per
@@ -124,7 +114,7 @@ q_release(npqueue *q)
         np_mutex_unlock(&q->mutex);
     }
     else {
-        atomic_store_explicit(&q->mutex.word, 0, memory_order_release);
+        np_mutex_unlock_nowake(&q->mutex);
     }
 }
 

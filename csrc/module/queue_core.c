@@ -15,7 +15,7 @@ static void
 q_lock_wait(npqueue *q)
 {
     for (int i = 0; i < 64; i++) {
-        cpu_relax();
+        np_cpu_relax();
         if (!np_mutex_is_locked(&q->mutex) && np_mutex_trylock(&q->mutex)) {
             return;
         }

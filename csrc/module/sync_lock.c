@@ -81,9 +81,9 @@ static pthread_once_t all_regs_once = PTHREAD_ONCE_INIT;
 static void
 registries_after_fork(void)
 {
-    atomic_store(&all_regs_lock.word, 0);
+    np_mutex_reinit(&all_regs_lock);
     for (np_lockreg *r = all_regs; r != NULL; r = r->all_next) {
-        atomic_store(&r->mutex.word, 0);
+        np_mutex_reinit(&r->mutex);
     }
 }
 

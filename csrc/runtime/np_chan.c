@@ -4,18 +4,6 @@
 
 /* ---- small helpers --------------------------------------------------------- */
 
-static inline void
-cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield" ::: "memory");
-#else
-    atomic_signal_fence(memory_order_seq_cst);
-#endif
-}
-
 void
 npch_close_fd(int *fd)
 {
@@ -170,7 +158,7 @@ spin_until_ready(np_chan *const *chans, size_t n, int kind, uint64_t need,
                 return 1;
             }
         }
-        cpu_relax();
+        np_cpu_relax();
         /* Now and then read the clock and yield, so that a peer sharing our
          * CPU runs now rather than after our whole spin (as np_sem does). */
         if ((i & 63) == 0) {

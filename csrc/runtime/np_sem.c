@@ -5,18 +5,6 @@
 #include <sched.h>
 #include <stddef.h>
 
-static inline void
-cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield" ::: "memory");
-#else
-    atomic_signal_fence(memory_order_seq_cst);
-#endif
-}
-
 /* Poll value until it differs from `seen`, for at most NP_SEM_SPIN_NS (and
  * never past the deadline).  1 if it changed. */
 static int
@@ -32,7 +20,7 @@ spin_for_change(np_sem *s, uint32_t seen, int64_t deadline_ns)
         if (atomic_load_explicit(&s->value, memory_order_acquire) != seen) {
             return 1;
         }
-        cpu_relax();
+        np_cpu_relax();
         /* Now and then: read the clock (~20 ns), and yield the CPU, so
          * that if the thread we wait for shares our core it runs now
          * instead of after our whole spin (sched_yield returns at once
