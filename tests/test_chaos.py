@@ -627,14 +627,20 @@ def test_fork_child_uses_condition_parent_threads_waited_on(impl, lock):
     # not exist.  notify(), notify(n), notify_all(), wait(timeout), repr(),
     # a child thread's wait and a new Condition all work there; the dead
     # waiters are simply never woken.
+    run_cond_fork_script(COND_FORK_USE_SCRIPT, impl, lock)
+
+
+def run_cond_fork_script(script, impl, lock, expect=()):
+    """Run a Condition fork script; the child exited 0, no thread was left
+    alive, and each line of `expect` was printed."""
     if impl == "nativepool" and not IS_NATIVEPOOL:
         pytest.skip("nativepool's Condition only")
-    r = run_script(COND_FORK_USE_SCRIPT % {"ours": impl == "nativepool",
-                                           "lock": lock, "hang": 10.0},
+    r = run_script(script % {"ours": impl == "nativepool", "lock": lock,
+                             "hang": 10.0},
                    timeout=60, env={"PYTHONWARNINGS": "ignore::DeprecationWarning"})
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "child 0" in r.stdout, r.stdout + r.stderr
-    assert "alive 0" in r.stdout, r.stdout + r.stderr
+    for line in ("child 0", "alive 0") + tuple(expect):
+        assert line in r.stdout, r.stdout + r.stderr
 
 
 COND_FORK_IN_WAIT_SCRIPT = COND_FORK_PRELUDE + r"""
@@ -698,12 +704,5 @@ def test_fork_from_signal_handler_inside_condition_wait(impl, lock):
     # thread was itself waiting, and in the child it still is; a notify in
     # the child must wake it (threading.Condition keeps its waiter lock),
     # while the two other waiters of the parent are gone.
-    if impl == "nativepool" and not IS_NATIVEPOOL:
-        pytest.skip("nativepool's Condition only")
-    r = run_script(COND_FORK_IN_WAIT_SCRIPT % {"ours": impl == "nativepool",
-                                               "lock": lock, "hang": 10.0},
-                   timeout=60, env={"PYTHONWARNINGS": "ignore::DeprecationWarning"})
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "child 0" in r.stdout, r.stdout + r.stderr
-    assert "woken True" in r.stdout, r.stdout + r.stderr
-    assert "alive 0" in r.stdout, r.stdout + r.stderr
+    run_cond_fork_script(COND_FORK_IN_WAIT_SCRIPT, impl, lock,
+                         expect=["woken True"])
