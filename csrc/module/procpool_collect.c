@@ -268,7 +268,7 @@ np_proc_collect(PyObject *op, PyObject *Py_UNUSED(ignored))
         PyErr_NoMemory();
         goto out;
     }
-    np_worker_ctx ctx = {PyEval_SaveThread()};
+    np_worker_ctx ctx = {PyEval_SaveThread(), NULL};
     int ev = EV_NONE, slot = -1, done = 0, err = 0;
     char *init_msg = NULL;
     size_t init_len = 0;
