@@ -501,7 +501,9 @@ typedef struct np_core {
     PyObject *broken;                /* message (str) once broken, or NULL */
     PyObject *weakreflist;
     Py_ssize_t max_workers;
-    Py_ssize_t spawned;              /* threads ever started */
+    /* The next worker's index (in its name): threads started so far; a
+     * start that fails gives its index back if no later one is taken. */
+    _Atomic Py_ssize_t spawned;
     int shutdown;
     _Atomic int cancel_all;          /* shutdown(cancel_futures=True) seen */
 } np_core;

@@ -136,22 +136,31 @@ worker_idle_begin(void *arg)
     np_worker_drop_gil(arg);
 }
 
-/* The runtime asks for a thread: the GIL is held (we are inside submit). */
+/* The runtime asks for a thread: the GIL is held (we are inside submit).
+ * The thread's index is taken in the same step that counts it: starting a
+ * thread lets the GIL go, and a submit in another thread that starts one
+ * meanwhile must get the next index, not this one (the stdlib's workers are
+ * prefix_0 .. prefix_{max_workers-1}: its submit counts under a lock). */
 static int
 spawn_hook(np_pool *Py_UNUSED(pool), void *ctx)
 {
     np_core *core = ctx;
-    PyObject *name = PyUnicode_FromFormat("%U_%zd", core->prefix, core->spawned);
-    if (name == NULL) {
-        return -1;
+    Py_ssize_t index = atomic_fetch_add(&core->spawned, 1);
+    PyObject *t = NULL;
+    PyObject *name = PyUnicode_FromFormat("%U_%zd", core->prefix, index);
+    if (name != NULL) {
+        t = PyObject_CallFunctionObjArgs(core->st->spawn_thread,
+                                         (PyObject *)core, name, NULL);
+        Py_DECREF(name);
     }
-    PyObject *t = PyObject_CallFunctionObjArgs(core->st->spawn_thread,
-                                               (PyObject *)core, name, NULL);
-    Py_DECREF(name);
     if (t == NULL) {
+        /* No thread: give the index back unless a later one is taken, so
+         * the next thread gets it, as the stdlib's (it counts started
+         * threads only). */
+        Py_ssize_t next = index + 1;
+        atomic_compare_exchange_strong(&core->spawned, &next, index);
         return -1;
     }
-    core->spawned++;
     int r = PyList_Append(core->threads, t);
     Py_DECREF(t);
     if (r < 0) {
@@ -554,7 +563,7 @@ pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
     c->broken = NULL;
     c->weakreflist = NULL;
     c->max_workers = max_workers;
-    c->spawned = 0;
+    atomic_init(&c->spawned, 0);
     c->shutdown = 0;
     atomic_init(&c->cancel_all, 0);
     PyObject_GC_Track((PyObject *)c);

@@ -6,7 +6,6 @@ stdlib constructor (defaults and checks of the running Python) and makes
 ``loop.set_default_executor(pool)`` and type-checking code accept it.
 """
 import concurrent.futures
-import itertools
 import os
 import threading
 import weakref
@@ -65,7 +64,9 @@ class ThreadPool(_nativepool.ThreadPoolBase, concurrent.futures.ThreadPoolExecut
                initargs=())
     """
 
-    _counter = itertools.count().__next__
+    # No _counter of our own: the default prefixes come from the stdlib's
+    # ThreadPoolExecutor._counter, which a subclass shares, so a ThreadPool
+    # and a stdlib pool never both name their threads ThreadPoolExecutor-0_*.
 
     def __init__(self, max_workers=None, thread_name_prefix="",
                  initializer=None, initargs=()):
