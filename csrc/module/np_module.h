@@ -505,6 +505,7 @@ typedef struct np_core {
      * start that fails gives its index back if no later one is taken. */
     _Atomic Py_ssize_t spawned;
     int shutdown;
+    int spawn_warned;                /* logged a thread that failed to start */
     _Atomic int cancel_all;          /* shutdown(cancel_futures=True) seen */
 } np_core;
 
@@ -512,7 +513,9 @@ int np_pool_types_init(PyObject *module, np_state *st);
 int np_mapiter_type_init(PyObject *module, np_state *st);
 
 /* Queue a task on the core's pool, raising the stdlib's error if the pool
- * is shut down or broken.  0 queued, -1 exception (task not queued). */
+ * is shut down or broken.  0 queued, -1 exception (task not queued), 1
+ * queued and an exception to propagate all the same (KeyboardInterrupt
+ * while a worker was being started: the task is the pool's now and runs). */
 int np_core_submit(np_core *core, np_pytask *task);
 
 /* A ThreadPoolBase's core (borrowed), or NULL with RuntimeError if

@@ -468,14 +468,25 @@ np_core_submit(np_core *c, np_pytask *task)
     }
     int r = np_pool_submit(c->pool, &task->base);
     if (r == NP_OK) {
-        if (PyErr_Occurred()) {
-            /* A thread failed to start but others run the task: the pool is
-             * just smaller.  Say so once, do not fail the submit. */
-            PyObject *exc = np_fetch_exception();
+        if (!PyErr_Occurred()) {
+            return 0;
+        }
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            /* Ctrl-C (or SystemExit) while Thread.start() waited for a
+             * thread it had started: the task is queued and will run, but
+             * the interrupt is the caller's, as the stdlib's submit raises
+             * it after queuing its work item. */
+            return 1;
+        }
+        /* A thread failed to start but others run the task: the pool is
+         * just smaller.  Say so once per pool, do not fail the submit. */
+        PyObject *exc = np_fetch_exception();
+        if (!c->spawn_warned) {
+            c->spawn_warned = 1;
             np_log_exc(c->st->np_logger, "warning",
                        "could not start another worker thread", NULL, exc);
-            Py_XDECREF(exc);
         }
+        Py_XDECREF(exc);
         return 0;
     }
     if (r == NP_ECLOSED) {
@@ -564,6 +575,7 @@ pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
     c->weakreflist = NULL;
     c->max_workers = max_workers;
     atomic_init(&c->spawned, 0);
+    c->spawn_warned = 0;
     c->shutdown = 0;
     atomic_init(&c->cancel_all, 0);
     PyObject_GC_Track((PyObject *)c);
@@ -671,9 +683,12 @@ pool_submit(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     f->task.abandon = np_future_task_abandon;
     f->task.after_fork = np_future_task_after_fork;
     Py_INCREF(f);   /* the queue's reference, dropped by release */
-    if (np_core_submit(c, &f->task) < 0) {
-        f->core = NULL;
-        Py_DECREF(f);   /* the queue's */
+    int r = np_core_submit(c, &f->task);
+    if (r != 0) {
+        if (r < 0) {
+            f->core = NULL;
+            Py_DECREF(f);   /* the queue's: not queued */
+        }
         Py_DECREF(f);   /* ours */
         return NULL;
     }
