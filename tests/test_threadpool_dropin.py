@@ -383,3 +383,178 @@ def test_submit_at_interpreter_shutdown_as_stdlib(register):
         outputs[name] = r.stdout.splitlines()
     assert outputs["stdlib"][-1] == "shutdown"
     assert outputs["nativepool"] == outputs["stdlib"]
+
+
+# --------------------------------------------------------------------------
+# the constructor: what the stdlib accepts, with its errors
+
+def _ctor_error(cls, *args, **kwargs):
+    try:
+        p = cls(*args, **kwargs)
+    except Exception as e:
+        return type(e), str(e)
+    p.shutdown()
+    return None
+
+
+@pytest.mark.parametrize("args,kwargs", [
+    ((0,), {}), ((-1,), {}), ((), {"max_workers": 0}),
+    (("3",), {}), (([],), {}), ((object(),), {}), ((1j,), {}),
+    ((1, "", 5), {}), ((1,), {"initializer": "not callable"}),
+], ids=lambda v: repr(v))
+def test_constructor_errors_as_stdlib(executor, args, kwargs):
+    expected = _ctor_error(cf.ThreadPoolExecutor, *args, **kwargs)
+    assert expected is not None
+    got = _ctor_error(executor, *args, **kwargs)
+    assert got == expected
+    assert "Base" not in got[1] and "_nativepool" not in got[1]
+
+
+def test_constructor_messages(executor):
+    with pytest.raises(ValueError) as e:
+        executor(0)
+    assert str(e.value) == "max_workers must be greater than 0"
+    with pytest.raises(TypeError) as e:
+        executor(1, initializer=3)
+    assert str(e.value) == "initializer must be a callable"
+
+
+def test_constructor_signature(executor):
+    import inspect
+    assert (inspect.signature(executor)
+            == inspect.signature(cf.ThreadPoolExecutor))
+    assert (inspect.signature(executor.__init__)
+            == inspect.signature(cf.ThreadPoolExecutor.__init__))
+
+
+def test_constructor_positional(executor):
+    seen = []
+    p = executor(4, "posprefix", seen.append, (1,))
+    try:
+        name = p.submit(lambda: threading.current_thread().name).result(HANG_TIMEOUT)
+    finally:
+        p.shutdown(wait=True)
+    assert name == "posprefix_0"
+    assert seen == [1]
+    assert (p._max_workers, p._thread_name_prefix, p._initargs) == (4, "posprefix", (1,))
+
+
+@pytest.mark.parametrize("prefix,name", [(5, "5_0"), (b"x", "b'x'_0"),
+                                         (("a", 1), "('a', 1)_0")])
+def test_thread_name_prefix_any_object(executor, prefix, name):
+    # The stdlib names its threads '%s_%d' % (prefix, index).
+    p = executor(1, thread_name_prefix=prefix)
+    try:
+        got = p.submit(lambda: threading.current_thread().name).result(HANG_TIMEOUT)
+    finally:
+        p.shutdown(wait=True)
+    assert got == name
+    assert p._thread_name_prefix == prefix
+
+
+@pytest.mark.parametrize("prefix", [None, "", 0, b""])
+def test_thread_name_prefix_false_is_default(executor, prefix):
+    p = executor(1, thread_name_prefix=prefix)
+    try:
+        got = p.submit(lambda: threading.current_thread().name).result(HANG_TIMEOUT)
+    finally:
+        p.shutdown(wait=True)
+    assert re.fullmatch(r"ThreadPoolExecutor-\d+_0", got), got
+
+
+@pytest.mark.parametrize("make", [list, tuple, iter, lambda a: dict.fromkeys(a)],
+                         ids=["list", "tuple", "iterator", "dict"])
+def test_initargs_any_iterable(executor, make):
+    initargs = make([1, 2])
+    seen = []
+    p = executor(2, initializer=lambda *a: seen.append(a), initargs=initargs)
+    try:
+        p.submit(int).result(HANG_TIMEOUT)
+    finally:
+        p.shutdown(wait=True)
+    assert seen == [(1, 2)]
+    assert p._initargs is initargs
+
+
+def test_initargs_ignored_without_initializer(executor):
+    p = executor(1, initargs=5)
+    try:
+        assert p.submit(pow, 2, 5).result(HANG_TIMEOUT) == 32
+    finally:
+        p.shutdown(wait=True)
+    assert p._initargs == 5
+
+
+def test_initargs_not_iterable_breaks_pool(executor, log_capture):
+    # initializer(*5) fails in the worker: logged, and the pool is broken.
+    records = log_capture("concurrent.futures")
+    p = executor(1, initializer=print, initargs=5)
+    try:
+        f = p.submit(int)
+        with pytest.raises(cf.thread.BrokenThreadPool):
+            f.result(HANG_TIMEOUT)
+        with pytest.raises(cf.thread.BrokenThreadPool):
+            p.submit(int)
+    finally:
+        p.shutdown(wait=True)
+    assert any("Exception in initializer" in r.getMessage() for r in records)
+
+
+@pytest.mark.parametrize("max_workers,threads,bounded", [
+    (2.5, 3, True), (True, 1, True), (3.0, 3, True),
+    (10 ** 30, 6, False), (float("inf"), 6, False)])
+def test_max_workers_any_number(executor, max_workers, threads, bounded):
+    # The stdlib keeps max_workers as given and starts a thread while it has
+    # fewer than max_workers: 2.5 means 3 threads, 10**30 and inf no limit.
+    # `threads` tasks that wait for each other need that many threads; in a
+    # bounded pool, three more submitted meanwhile wait behind them.
+    p = executor(max_workers)
+    together = threading.Barrier(threads, timeout=HANG_TIMEOUT)   # guards a hang
+    try:
+        fs = [p.submit(together.wait) for _ in range(threads)]
+        if bounded:
+            fs += [p.submit(int) for _ in range(3)]
+        for f in fs:
+            f.result(HANG_TIMEOUT)
+        assert len(p._threads) == threads
+    finally:
+        p.shutdown(wait=True)
+    assert p._max_workers == max_workers
+
+
+def test_max_workers_nan_refused():
+    # Ours only: the stdlib accepts nan (nan <= 0 is false) and then never
+    # starts a thread (0 < nan is false either), so every result() hangs.
+    with pytest.raises(ValueError, match="max_workers must be greater than 0"):
+        np.ThreadPool(float("nan"))
+
+
+def test_default_max_workers_formula(executor):
+    import os
+    import sys
+    count = os.process_cpu_count() if sys.version_info >= (3, 13) else os.cpu_count()
+    p = executor()
+    p.shutdown()
+    assert p._max_workers == min(32, (count or 1) + 4)
+
+
+def test_default_max_workers_with_affinity(executor):
+    # With the process pinned to one CPU, 3.13's default counts 1 (it uses
+    # os.process_cpu_count()), earlier versions still count all CPUs.
+    import os
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no sched_setaffinity")
+    name = {v: k for k, v in EXECUTORS.items()}[executor]
+    r = run_script("""
+        import concurrent.futures as cf, os
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        cls = {"nativepool": np.ThreadPool, "stdlib": cf.ThreadPoolExecutor}[%r]
+        count = (os.process_cpu_count() if hasattr(os, "process_cpu_count")
+                 else os.cpu_count())
+        p = cls()
+        out(p._max_workers, min(32, (count or 1) + 4))
+        p.shutdown()
+    """ % name)
+    assert r.returncode == 0, r.stderr
+    got, expected = r.stdout.split()
+    assert got == expected

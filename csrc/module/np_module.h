@@ -495,7 +495,7 @@ typedef struct np_core {
     np_pool *pool;
     np_state *st;
     PyObject *initializer;           /* or NULL */
-    PyObject *initargs;              /* tuple */
+    PyObject *initargs;              /* iterable, unpacked per worker */
     PyObject *threads;               /* list of threading.Thread */
     PyObject *prefix;                /* thread name prefix (str) */
     PyObject *broken;                /* message (str) once broken, or NULL */

@@ -264,7 +264,12 @@ core_work(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     np_core *c = (np_core *)op;
     if (c->initializer != NULL) {
-        PyObject *r = PyObject_Call(c->initializer, c->initargs, NULL);
+        /* initializer(*initargs), as the stdlib's worker: initargs may be
+         * any iterable, unpacked by each worker, and failing to unpack it
+         * is the initializer's failure. */
+        PyObject *args = PySequence_Tuple(c->initargs);
+        PyObject *r = args ? PyObject_Call(c->initializer, args, NULL) : NULL;
+        Py_XDECREF(args);
         if (r == NULL) {
             /* As the stdlib: log it, break the pool, and stop this worker
              * (np_pool_work returns at once: the pool is closed, empty). */
@@ -535,7 +540,8 @@ np_pool_core(PyObject *pool)
 }
 
 /* __init__(max_workers, thread_name_prefix, initializer, initargs): the
- * Python subclass validates and fills in the stdlib defaults first. */
+ * Python subclass validates and fills in the stdlib defaults first (errors
+ * here name the public class: users never see ThreadPoolBase). */
 static int
 pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
 {
@@ -543,9 +549,9 @@ pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
                           "initargs", NULL};
     Py_ssize_t max_workers;
     PyObject *prefix, *initializer, *initargs;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nUOO!:ThreadPoolBase", kws,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nUOO:ThreadPool", kws,
                                      &max_workers, &prefix, &initializer,
-                                     &PyTuple_Type, &initargs)) {
+                                     &initargs)) {
         return -1;
     }
     if (max_workers <= 0) {
