@@ -141,6 +141,28 @@ def test_spawn_failure_first_worker_submit_raises(executor, monkeypatch):
         p.shutdown(wait=True)
 
 
+def test_spawn_failure_index_reused(executor, monkeypatch):
+    # A thread that failed to start used no index: the next one gets it.
+    p = executor(3, thread_name_prefix="idx")
+    starts = FailingStarts(monkeypatch, "idx", allow=1)
+    release = threading.Event()
+    try:
+        p.submit(release.wait, HANG_TIMEOUT)       # idx_0, stays busy
+        try:
+            p.submit(int)                           # idx_1 fails to start
+        except RuntimeError:
+            pass
+        assert starts.failed == 1
+        starts.stop()
+        p.submit(int).result(HANG_TIMEOUT)          # idx_1
+        release.set()
+    finally:
+        release.set()
+        starts.stop()
+        p.shutdown(wait=True)
+    assert sorted(t.name for t in p._threads) == ["idx_0", "idx_1"]
+
+
 def test_spawn_failure_leaves_no_task_behind(monkeypatch):
     # Where we do better than the stdlib: its submit queues the work item
     # before starting the thread, so a submit that raised still runs its

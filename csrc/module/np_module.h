@@ -505,7 +505,7 @@ typedef struct np_core {
      * start that fails gives its index back if no later one is taken. */
     _Atomic Py_ssize_t spawned;
     int shutdown;
-    int spawn_warned;                /* logged a thread that failed to start */
+    _Atomic int spawn_warned;        /* logged a thread that failed to start */
     _Atomic int cancel_all;          /* shutdown(cancel_futures=True) seen */
 } np_core;
 

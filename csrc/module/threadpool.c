@@ -486,8 +486,7 @@ np_core_submit(np_core *c, np_pytask *task)
         /* A thread failed to start but others run the task: the pool is
          * just smaller.  Say so once per pool, do not fail the submit. */
         PyObject *exc = np_fetch_exception();
-        if (!c->spawn_warned) {
-            c->spawn_warned = 1;
+        if (!atomic_exchange(&c->spawn_warned, 1)) {
             np_log_exc(c->st->np_logger, "warning",
                        "could not start another worker thread", NULL, exc);
         }
@@ -581,7 +580,7 @@ pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
     c->weakreflist = NULL;
     c->max_workers = max_workers;
     atomic_init(&c->spawned, 0);
-    c->spawn_warned = 0;
+    atomic_init(&c->spawn_warned, 0);
     c->shutdown = 0;
     atomic_init(&c->cancel_all, 0);
     PyObject_GC_Track((PyObject *)c);
