@@ -272,7 +272,8 @@ runner_after_fork(np_pytask *t)
     np_mutex_reinit(&((map_runner *)t)->job->lock);
 }
 
-/* Queue one more runner.  Job lock NOT held (submit may start a thread). */
+/* Queue one more runner.  Job lock NOT held (submit may start a thread).
+ * np_core_submit's result: 0, -1 (not queued), 1 (queued, but raise). */
 static int
 add_runner(map_job *job)
 {
@@ -288,12 +289,12 @@ add_runner(map_job *job)
     r->job = job;
     r->current = -1;
     atomic_fetch_add(&job->refs, 1);
-    if (np_core_submit(job->core, &r->task) < 0) {
+    int q = np_core_submit(job->core, &r->task);
+    if (q < 0) {
         atomic_fetch_sub(&job->refs, 1);
         PyMem_Free(r);
-        return -1;
     }
-    return 0;
+    return q;
 }
 
 /* After publishing: add runners while there is more unclaimed work than
@@ -313,10 +314,13 @@ np_mapjob_add_runners(map_job *job)
         if (!need) {
             return 0;
         }
-        if (add_runner(job) < 0) {
-            np_mutex_lock(&job->lock);
-            job->runners--;
-            np_mutex_unlock(&job->lock);
+        int q = add_runner(job);
+        if (q != 0) {
+            if (q < 0) {   /* not queued; else it runs, counted */
+                np_mutex_lock(&job->lock);
+                job->runners--;
+                np_mutex_unlock(&job->lock);
+            }
             return -1;
         }
     }

@@ -107,10 +107,13 @@ submit_call(np_core *core, np_ncall *c)
     f->task.abandon = np_future_task_abandon;   /* also unpins */
     f->task.after_fork = np_future_task_after_fork;
     Py_INCREF(f);   /* the queue's reference, dropped by release */
-    if (np_core_submit(core, &f->task) < 0) {
-        f->core = NULL;
-        Py_DECREF(f);   /* the queue's */
-        Py_DECREF(f);   /* ours: frees the call */
+    int r = np_core_submit(core, &f->task);
+    if (r != 0) {
+        if (r < 0) {
+            f->core = NULL;
+            Py_DECREF(f);   /* the queue's: not queued */
+        }
+        Py_DECREF(f);   /* ours (not queued: frees the call) */
         return NULL;
     }
     return (PyObject *)f;

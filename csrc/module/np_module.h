@@ -495,14 +495,17 @@ typedef struct np_core {
     np_pool *pool;
     np_state *st;
     PyObject *initializer;           /* or NULL */
-    PyObject *initargs;              /* tuple */
+    PyObject *initargs;              /* iterable, unpacked per worker */
     PyObject *threads;               /* list of threading.Thread */
     PyObject *prefix;                /* thread name prefix (str) */
     PyObject *broken;                /* message (str) once broken, or NULL */
     PyObject *weakreflist;
     Py_ssize_t max_workers;
-    Py_ssize_t spawned;              /* threads ever started */
+    /* The next worker's index (in its name): threads started so far; a
+     * start that fails gives its index back if no later one is taken. */
+    _Atomic Py_ssize_t spawned;
     int shutdown;
+    _Atomic int spawn_warned;        /* logged a thread that failed to start */
     _Atomic int cancel_all;          /* shutdown(cancel_futures=True) seen */
 } np_core;
 
@@ -510,7 +513,9 @@ int np_pool_types_init(PyObject *module, np_state *st);
 int np_mapiter_type_init(PyObject *module, np_state *st);
 
 /* Queue a task on the core's pool, raising the stdlib's error if the pool
- * is shut down or broken.  0 queued, -1 exception (task not queued). */
+ * is shut down or broken.  0 queued, -1 exception (task not queued), 1
+ * queued and an exception to propagate all the same (KeyboardInterrupt
+ * while a worker was being started: the task is the pool's now and runs). */
 int np_core_submit(np_core *core, np_pytask *task);
 
 /* A ThreadPoolBase's core (borrowed), or NULL with RuntimeError if

@@ -136,22 +136,31 @@ worker_idle_begin(void *arg)
     np_worker_drop_gil(arg);
 }
 
-/* The runtime asks for a thread: the GIL is held (we are inside submit). */
+/* The runtime asks for a thread: the GIL is held (we are inside submit).
+ * The thread's index is taken in the same step that counts it: starting a
+ * thread lets the GIL go, and a submit in another thread that starts one
+ * meanwhile must get the next index, not this one (the stdlib's workers are
+ * prefix_0 .. prefix_{max_workers-1}: its submit counts under a lock). */
 static int
 spawn_hook(np_pool *Py_UNUSED(pool), void *ctx)
 {
     np_core *core = ctx;
-    PyObject *name = PyUnicode_FromFormat("%U_%zd", core->prefix, core->spawned);
-    if (name == NULL) {
-        return -1;
+    Py_ssize_t index = atomic_fetch_add(&core->spawned, 1);
+    PyObject *t = NULL;
+    PyObject *name = PyUnicode_FromFormat("%U_%zd", core->prefix, index);
+    if (name != NULL) {
+        t = PyObject_CallFunctionObjArgs(core->st->spawn_thread,
+                                         (PyObject *)core, name, NULL);
+        Py_DECREF(name);
     }
-    PyObject *t = PyObject_CallFunctionObjArgs(core->st->spawn_thread,
-                                               (PyObject *)core, name, NULL);
-    Py_DECREF(name);
     if (t == NULL) {
+        /* No thread: give the index back unless a later one is taken, so
+         * the next thread gets it, as the stdlib's (it counts started
+         * threads only). */
+        Py_ssize_t next = index + 1;
+        atomic_compare_exchange_strong(&core->spawned, &next, index);
         return -1;
     }
-    core->spawned++;
     int r = PyList_Append(core->threads, t);
     Py_DECREF(t);
     if (r < 0) {
@@ -255,7 +264,12 @@ core_work(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     np_core *c = (np_core *)op;
     if (c->initializer != NULL) {
-        PyObject *r = PyObject_Call(c->initializer, c->initargs, NULL);
+        /* initializer(*initargs), as the stdlib's worker: initargs may be
+         * any iterable, unpacked by each worker, and failing to unpack it
+         * is the initializer's failure. */
+        PyObject *args = PySequence_Tuple(c->initargs);
+        PyObject *r = args ? PyObject_Call(c->initializer, args, NULL) : NULL;
+        Py_XDECREF(args);
         if (r == NULL) {
             /* As the stdlib: log it, break the pool, and stop this worker
              * (np_pool_work returns at once: the pool is closed, empty). */
@@ -459,14 +473,24 @@ np_core_submit(np_core *c, np_pytask *task)
     }
     int r = np_pool_submit(c->pool, &task->base);
     if (r == NP_OK) {
-        if (PyErr_Occurred()) {
-            /* A thread failed to start but others run the task: the pool is
-             * just smaller.  Say so once, do not fail the submit. */
-            PyObject *exc = np_fetch_exception();
+        if (!PyErr_Occurred()) {
+            return 0;
+        }
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            /* Ctrl-C (or SystemExit) while Thread.start() waited for a
+             * thread it had started: the task is queued and will run, but
+             * the interrupt is the caller's, as the stdlib's submit raises
+             * it after queuing its work item. */
+            return 1;
+        }
+        /* A thread failed to start but others run the task: the pool is
+         * just smaller.  Say so once per pool, do not fail the submit. */
+        PyObject *exc = np_fetch_exception();
+        if (!atomic_exchange(&c->spawn_warned, 1)) {
             np_log_exc(c->st->np_logger, "warning",
                        "could not start another worker thread", NULL, exc);
-            Py_XDECREF(exc);
         }
+        Py_XDECREF(exc);
         return 0;
     }
     if (r == NP_ECLOSED) {
@@ -515,7 +539,8 @@ np_pool_core(PyObject *pool)
 }
 
 /* __init__(max_workers, thread_name_prefix, initializer, initargs): the
- * Python subclass validates and fills in the stdlib defaults first. */
+ * Python subclass validates and fills in the stdlib defaults first (errors
+ * here name the public class: users never see ThreadPoolBase). */
 static int
 pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
 {
@@ -523,9 +548,9 @@ pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
                           "initargs", NULL};
     Py_ssize_t max_workers;
     PyObject *prefix, *initializer, *initargs;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nUOO!:ThreadPoolBase", kws,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nUOO:ThreadPool", kws,
                                      &max_workers, &prefix, &initializer,
-                                     &PyTuple_Type, &initargs)) {
+                                     &initargs)) {
         return -1;
     }
     if (max_workers <= 0) {
@@ -554,7 +579,8 @@ pool_init(PyObject *op, PyObject *args, PyObject *kwargs)
     c->broken = NULL;
     c->weakreflist = NULL;
     c->max_workers = max_workers;
-    c->spawned = 0;
+    atomic_init(&c->spawned, 0);
+    atomic_init(&c->spawn_warned, 0);
     c->shutdown = 0;
     atomic_init(&c->cancel_all, 0);
     PyObject_GC_Track((PyObject *)c);
@@ -662,9 +688,12 @@ pool_submit(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     f->task.abandon = np_future_task_abandon;
     f->task.after_fork = np_future_task_after_fork;
     Py_INCREF(f);   /* the queue's reference, dropped by release */
-    if (np_core_submit(c, &f->task) < 0) {
-        f->core = NULL;
-        Py_DECREF(f);   /* the queue's */
+    int r = np_core_submit(c, &f->task);
+    if (r != 0) {
+        if (r < 0) {
+            f->core = NULL;
+            Py_DECREF(f);   /* the queue's: not queued */
+        }
         Py_DECREF(f);   /* ours */
         return NULL;
     }

@@ -38,6 +38,7 @@ struct np_pool {
     size_t queued;
     size_t max_workers;
     size_t threads;               /* started or reserved, not yet returned */
+    size_t spawning;              /* of those, reserved and not yet come in */
     size_t idle;
     np_worker *idle_top;          /* LIFO stack of parked workers */
     np_worker *all;
@@ -153,6 +154,7 @@ atfork_child(void)
         p->idle = 0;
         p->all = keep;
         p->threads = keep != NULL;
+        p->spawning = 0;          /* the parent's spawns start no thread here */
         if (keep != NULL) {
             keep->prev_all = keep->next_all = NULL;
             if (keep_idle) {
@@ -287,6 +289,7 @@ np_pool_submit(np_pool *p, np_task *task)
     }
     else if (p->threads < p->max_workers) {
         p->threads++;             /* reserved until the thread returns */
+        p->spawning++;            /* until the thread comes in */
         spawn = 1;
     }
     unlock_pool(p);
@@ -299,7 +302,15 @@ np_pool_submit(np_pool *p, np_task *task)
         return NP_OK;
     }
     lock_pool(p);
-    p->threads--;
+    if (p->spawning > 0) {
+        /* Give up a reservation that no thread has come in on. */
+        p->spawning--;
+        p->threads--;
+    }
+    /* Else a thread already came in on it: the hook failed after starting
+     * it (see np_pool_hooks.spawn), and it is counted and will run the
+     * task.  (Reservations are interchangeable: if the thread we started
+     * comes in later, it finds none left and counts itself.) */
     if (p->threads > 0) {
         /* Others will run it; the pool is merely smaller than asked. */
         unlock_pool(p);
@@ -371,6 +382,15 @@ np_pool_work(np_pool *p, void *arg)
     w.thread = pthread_self();
 
     lock_pool(p);
+    /* Come in on a spawn's reservation; with none left, our spawn hook
+     * reported a failure after starting us and gave ours up: count
+     * ourselves, so that the count stays the threads that will return. */
+    if (p->spawning > 0) {
+        p->spawning--;
+    }
+    else {
+        p->threads++;
+    }
     w.next_all = p->all;
     if (p->all != NULL) {
         p->all->prev_all = &w;

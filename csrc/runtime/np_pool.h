@@ -48,7 +48,13 @@ struct np_task {
 typedef struct np_pool_hooks {
     /* Start one worker thread that calls np_pool_work(pool, arg).  Called
      * from np_pool_submit, without any pool lock held.  Return 0, or a
-     * negative value if no thread could be started. */
+     * negative value if no thread could be started.  A hook that cannot
+     * always tell may report a failure for a thread that did start (Python's
+     * Thread.start() raises if a signal handler raises while it waits for
+     * its new thread): the pool counts that thread when it comes into
+     * np_pool_work.  Until then np_pool_join does not wait for it, so such
+     * an owner must keep the pool alive while the thread lives (the Python
+     * binding's threads hold the pool's owner). */
     int (*spawn)(np_pool *pool, void *ctx);
     /* Called by a worker, with no pool lock held, just before it blocks for
      * lack of work, and just after it wakes up to run a task.  Either may be

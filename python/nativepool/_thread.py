@@ -6,8 +6,10 @@ stdlib constructor (defaults and checks of the running Python) and makes
 ``loop.set_default_executor(pool)`` and type-checking code accept it.
 """
 import concurrent.futures
-import itertools
+import math
+import operator
 import os
+import sys
 import threading
 import weakref
 
@@ -24,6 +26,27 @@ def _default_max_workers():
     # process may use, earlier versions all CPUs.
     count = getattr(os, "process_cpu_count", os.cpu_count)()
     return min(32, (count or 1) + 4)
+
+
+def _thread_limit(max_workers):
+    """How many threads the stdlib starts for a max_workers it accepted: it
+    starts one while it has fewer than max_workers, so a fractional number
+    counts rounded up, and one past sys.maxsize (10**30, inf) is no limit."""
+    try:
+        n = operator.index(max_workers)
+    except TypeError:
+        try:
+            n = math.ceil(max_workers)
+        except OverflowError:
+            return sys.maxsize
+        except ValueError:
+            # nan: the stdlib accepts it (nan <= 0 is false) and then never
+            # starts a thread (0 < nan is false too): every result() hangs.
+            raise ValueError("max_workers must be greater than 0") from None
+        except TypeError:
+            raise TypeError("ThreadPool() max_workers must be a number, not %s"
+                            % type(max_workers).__name__) from None
+    return min(n, sys.maxsize)
 
 
 def _spawn_thread(core, name):
@@ -65,20 +88,28 @@ class ThreadPool(_nativepool.ThreadPoolBase, concurrent.futures.ThreadPoolExecut
                initargs=())
     """
 
-    _counter = itertools.count().__next__
+    # No _counter of our own: the default prefixes come from the stdlib's
+    # ThreadPoolExecutor._counter, which a subclass shares, so a ThreadPool
+    # and a stdlib pool never both name their threads ThreadPoolExecutor-0_*.
 
     def __init__(self, max_workers=None, thread_name_prefix="",
                  initializer=None, initargs=()):
         if max_workers is None:
             max_workers = _default_max_workers()
+        # The stdlib's checks, in its order, with its errors ("3" <= 0 raises
+        # its TypeError); what passes them is accepted, as by the stdlib.
         if max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
+        limit = _thread_limit(max_workers)
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         prefix = thread_name_prefix or ("ThreadPoolExecutor-%d" % self._counter())
+        # The stdlib names threads '%s_%d' % (prefix, i), whatever prefix is;
+        # initargs is unpacked by each worker (initializer(*initargs)), so
+        # any iterable, and none at all without an initializer.
         _nativepool.ThreadPoolBase.__init__(
-            self, max_workers, prefix, initializer, tuple(initargs))
-        # The stdlib's attribute names, for code that reads them.
+            self, limit, str(prefix), initializer, initargs)
+        # The stdlib's attribute names and values, for code that reads them.
         self._max_workers = max_workers
         self._thread_name_prefix = prefix
         self._initializer = initializer
@@ -99,7 +130,7 @@ class ThreadPool(_nativepool.ThreadPoolBase, concurrent.futures.ThreadPoolExecut
 
     def __repr__(self):
         stats = self._core._stats()
-        return "<%s.%s max_workers=%d threads=%d idle=%d queued=%d%s>" % (
+        return "<%s.%s max_workers=%s threads=%d idle=%d queued=%d%s>" % (
             type(self).__module__, type(self).__qualname__, self._max_workers,
             stats["threads"], stats["idle"], stats["queued"],
             " shut down" if stats["closed"] else "")

@@ -73,6 +73,11 @@ struct pool_env {
     /* Called at the start of every spawn (call = 0, 1, ...); a negative
      * return makes the spawn fail with that value. */
     int (*before_spawn)(pool_env *e, int call);
+    /* Called once the thread is created; a negative return makes the spawn
+     * report that failure for a thread that does run (as Python's
+     * Thread.start() can, interrupted while waiting for its thread). */
+    int (*after_start)(pool_env *e, worker_rec *w);
+    gate *entry_gate;                  /* if set: workers wait on it first */
     void (*on_idle_begin)(worker_rec *w);
     int stats_in_hooks;                /* prove hooks run without the lock */
     _Atomic int running, max_running;
@@ -95,6 +100,9 @@ worker_main(void *arg)
 {
     worker_rec *w = arg;
     atomic_store(&w->tid, test_gettid());
+    if (w->env->entry_gate != NULL) {
+        gate_wait(w->env->entry_gate);
+    }
     np_pool_work(w->pool, w);
     atomic_store(&w->begin_at_return, atomic_load(&w->idle_begin));
     atomic_store(&w->end_at_return, atomic_load(&w->idle_end));
@@ -143,6 +151,9 @@ env_spawn(np_pool *pool, void *ctx)
         return -1;
     }
     pthread_mutex_unlock(&e->lock);
+    if (e->after_start != NULL) {
+        return e->after_start(e, w);
+    }
     return 0;
 }
 
@@ -979,6 +990,84 @@ TEST(pool_close_take_queued_while_spawning)
     ASSERT_EQ(atomic_load(&a.runs), 0);
     ASSERT_EQ(env_nworkers(&e), 1);
     env_teardown(&e);
+}
+
+/* The spawn hook starts its thread and then reports a failure anyway (a
+ * Python hook whose Thread.start() is interrupted while it waits for the
+ * new thread).  That thread is a worker all the same: it must be counted,
+ * or the count underflows when it returns and np_pool_join never returns.
+ * First the thread comes in (and runs the task) before the hook returns. */
+static int
+fail_after_task_ran(pool_env *e, worker_rec *unused_w)
+{
+    ttask *t = e->user;
+    (void)unused_w;
+    if (!WAIT_FOR(atomic_load(&t->runs) == 1, 10)) {
+        return -1;
+    }
+    return -5;
+}
+
+TEST(pool_spawn_failure_after_thread_came_in)
+{
+    pool_env e;
+    ASSERT_TRUE(env_init(&e, 2));
+    ttask a, b;
+    ttask_init(&a, &e, 0);
+    ttask_init(&b, &e, 1);
+    e.user = &a;
+    e.after_start = fail_after_task_ran;
+    /* Its thread runs it: not an error, nothing to hand back. */
+    ASSERT_EQ(np_pool_submit(e.pool, &a.base), NP_OK);
+    ASSERT_PTR_EQ(np_pool_take_orphans(e.pool), NULL);
+    ASSERT_TRUE(WAIT_FOR(atomic_load(&a.releases) == 1, 10));
+    ASSERT_TRUE(WAIT_FOR(stats(e.pool).idle == 1, 10));
+    ASSERT_EQ(stats(e.pool).threads, 1);
+    e.after_start = NULL;
+    ASSERT_EQ(np_pool_submit(e.pool, &b.base), NP_OK);   /* wakes it */
+    ASSERT_TRUE(WAIT_FOR(atomic_load(&b.releases) == 1, 10));
+    ASSERT_EQ(atomic_load(&e.spawn_calls), 1);
+    env_teardown(&e);   /* join returns: the count is back to 0 */
+    ASSERT_EQ(atomic_load(&a.runs), 1);
+    ASSERT_EQ(atomic_load(&b.runs), 1);
+}
+
+/* Then the thread comes in only after the hook has reported the failure: the
+ * submit fails (its task handed back, as no thread is counted), and the
+ * thread, when it comes in, counts itself. */
+static int
+fail_at_once(pool_env *unused_e, worker_rec *unused_w)
+{
+    (void)unused_e;
+    (void)unused_w;
+    return -5;
+}
+
+TEST(pool_spawn_failure_before_thread_came_in)
+{
+    pool_env e;
+    ASSERT_TRUE(env_init(&e, 2));
+    gate entry = GATE_INIT;
+    e.entry_gate = &entry;
+    e.after_start = fail_at_once;
+    ttask a, b;
+    ttask_init(&a, &e, 0);
+    ttask_init(&b, &e, 1);
+    ASSERT_EQ(np_pool_submit(e.pool, &a.base), -5);
+    ASSERT_PTR_EQ(np_pool_take_orphans(e.pool), NULL);
+    np_pool_stats s = stats(e.pool);
+    ASSERT_EQ(s.threads, 0);
+    ASSERT_EQ(s.queued, 0);
+    e.after_start = NULL;
+    gate_open(&entry);
+    ASSERT_TRUE(WAIT_FOR(stats(e.pool).idle == 1, 10));
+    ASSERT_EQ(stats(e.pool).threads, 1);
+    ASSERT_EQ(np_pool_submit(e.pool, &b.base), NP_OK);   /* wakes it */
+    ASSERT_TRUE(WAIT_FOR(atomic_load(&b.releases) == 1, 10));
+    ASSERT_EQ(atomic_load(&e.spawn_calls), 1);
+    env_teardown(&e);
+    ASSERT_EQ(atomic_load(&a.runs), 0);
+    ASSERT_EQ(atomic_load(&b.runs), 1);
 }
 
 /* A thread reserved by a submit whose spawn hook is still running counts
@@ -1824,6 +1913,8 @@ static const test_case TESTS[] = {
     TEST_ENTRY(pool_spawn_failure_without_threads_returns_error),
     TEST_ENTRY(pool_spawn_failure_with_existing_worker_is_not_an_error),
     TEST_ENTRY(pool_spawn_failure_does_not_lose_concurrent_submit),
+    TEST_ENTRY(pool_spawn_failure_after_thread_came_in),
+    TEST_ENTRY(pool_spawn_failure_before_thread_came_in),
     TEST_ENTRY(pool_close_take_queued_while_spawning),
     TEST_ENTRY(pool_join_waits_for_pending_spawn_that_succeeds),
     TEST_ENTRY(pool_join_waits_for_pending_spawn_that_fails),
