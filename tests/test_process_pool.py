@@ -818,12 +818,19 @@ def test_exception_that_cannot_be_unpickled_in_the_parent(make_pool):
     # stdlib cannot tell which task the reply belonged to: the future fails
     # with BrokenProcessPool, whose __cause__ (a _RemoteTraceback) carries
     # the unpickling error, and the pool is broken from then on.
+    # nativepool's fails with TransferError (a BrokenProcessPool) whose
+    # __cause__ is the unpickling error itself, and the pool goes on.
     p = make_pool(1)
     f = p.submit(ps.raise_unpicklable_error)
     exc = f.exception(timeout=T)
     assert isinstance(exc, cfp.BrokenProcessPool), \
         "expected BrokenProcessPool, got %r" % (exc,)
-    text = remote_traceback_text(exc)
+    if isinstance(p, np.ProcessPool):
+        assert type(exc) is np.TransferError
+        assert type(exc.__cause__) is TypeError
+        text = str(exc.__cause__)
+    else:
+        text = remote_traceback_text(exc)
     assert "__init__() missing 1 required positional " \
            "argument: 'b'" in text
 

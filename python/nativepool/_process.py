@@ -26,6 +26,7 @@ import itertools
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -36,7 +37,8 @@ from . import _nativepool, _procworker
 from ._future import Future
 from . import _shared
 
-__all__ = ["ProcessPool", "ProcessPoolExecutor", "WorkerDiedError"]
+__all__ = ["ProcessPool", "ProcessPoolExecutor", "TransferError",
+           "WorkerDiedError"]
 
 
 class WorkerDiedError(BrokenProcessPool):
@@ -57,26 +59,86 @@ class WorkerDiedError(BrokenProcessPool):
         return (type(self), (self.args[0], self.pid, self.exitcode))
 
 
-def _with_traceback_cause(exc, err=None):
-    """err (or exc) with exc's formatted traceback as a _RemoteTraceback
-    __cause__, as the stdlib attaches it to errors of its feeder thread."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    err = exc if err is None else err
-    err.__cause__ = _RemoteTraceback('\n"""\n%s"""' % tb)
+class TransferError(BrokenProcessPool):
+    """A task, or its result, could not cross between the parent and a
+    worker process: pickling or unpickling it raised.  ``__cause__`` is
+    the original error (from a worker, with its traceback attached as the
+    stdlib attaches a task's: a ``_RemoteTraceback`` as its own
+    ``__cause__``).  Only this task failed: the pool goes on (the stdlib's
+    pool breaks for good, failing every future with BrokenProcessPool,
+    which this is, so ``except BrokenProcessPool`` works for both).
+
+    Raised by the future of a task whose arguments the worker could not
+    unpickle, or whose result (or exception) the parent could not
+    unpickle; and, for SystemExit or KeyboardInterrupt raised while
+    pickling a result in the worker, instead of that exception (it never
+    comes out of ``result()`` as such).  An ordinary error while pickling
+    is the future's exception itself, as in the stdlib: a task's
+    arguments that cannot be pickled fail its future with pickle's error
+    (``submit`` itself does not raise), and so does a result that cannot.
+    """
+
+    def __reduce__(self):
+        # A worker sends one to the parent: the cause goes too (pickle
+        # drops __cause__), with its traceback as text, as the stdlib's
+        # _ExceptionWithTraceback sends a task's exception.
+        cause = self.__cause__
+        tb = None
+        if cause is not None:
+            tb = _traceback_text(cause)
+        return (_rebuild_transfer_error,
+                (type(self), self.args, cause, tb), self.__dict__ or None)
+
+
+def _traceback_text(exc):
+    return '\n"""\n%s"""' % "".join(
+        traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def _rebuild_transfer_error(cls, args, cause, tb):
+    err = cls(*args)
+    if cause is not None:
+        if tb is not None:
+            cause.__cause__ = _RemoteTraceback(tb)
+        err.__cause__ = cause
     return err
 
 
-def _load_reply(data, fds=None, _load=_shared.load):
+def _transfer_message(what, exc):
+    return "%s: %s: %s" % (what, type(exc).__name__, exc)
+
+
+def _with_traceback_cause(exc, err=None):
+    """err (or exc) with exc's formatted traceback as a _RemoteTraceback
+    __cause__, as the stdlib attaches it to errors of its feeder thread."""
+    err = exc if err is None else err
+    err.__cause__ = _RemoteTraceback(_traceback_text(exc))
+    return err
+
+
+def _load_reply(data, fds=None, _load=_shared.load, _error=TransferError,
+                _message=_transfer_message, _finalizing=sys.is_finalizing):
     """A worker's reply: the result, or the exception it raised (``fds``:
     its shared buffers, opened by the collector).  One that cannot be
-    unpickled here fails its own future with BrokenProcessPool, as in the
-    stdlib (whose pool breaks for good; ours goes on)."""
+    unpickled here fails its own future with TransferError, whatever the
+    unpickler raised (SystemExit too: it must not come out of result() as
+    such); the stdlib's pool fails it, and every other, with
+    BrokenProcessPool.
+
+    ``data`` is a view of memory the caller frees once this returns: it
+    is released here, so that a frame of an unpickling error's traceback
+    keeping it cannot read that memory later.  (Names are bound as
+    defaults: at module teardown they would be None.)"""
     try:
         return _load(data, fds)
-    except Exception as exc:
-        raise _with_traceback_cause(exc, BrokenProcessPool(
-            "the result of this task could not be unpickled in the parent "
-            "process: %s: %s" % (type(exc).__name__, exc)))
+    except BaseException as exc:
+        what = ("this task's result or exception could not be unpickled "
+                "in the parent process")
+        if _finalizing():
+            what += " (the interpreter is shutting down)"
+        raise _error(_message(what, exc)) from exc
+    finally:
+        data.release()
 
 
 def _describe_exit(exitcode):
