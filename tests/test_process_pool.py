@@ -20,6 +20,7 @@ hang guards only; nothing asserts how long anything took.
 """
 import concurrent.futures as cf
 import concurrent.futures.process as cfp
+import gc
 import itertools
 import multiprocessing
 import os
@@ -27,10 +28,12 @@ import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 
 import pytest
 
 import process_support as ps
+import process_transfer_support as ts
 from conftest import HANG_TIMEOUT, np, wait_until
 
 T = HANG_TIMEOUT            # hang guard for result(), wait(), ...
@@ -423,6 +426,49 @@ def test_map_timeout(pool, gate):
 
 def test_map_timeout_not_reached(pool):
     assert list(pool.map(ps.square, range(5), timeout=T)) == [0, 1, 4, 9, 16]
+
+
+def _collected_futures_logged(pool, records):
+    gc.collect()
+    if isinstance(pool, np.ProcessPool):
+        pool.submit(ps.add, 1).result(T)   # drains deferred releases
+    gc.collect()
+    return [r for r in records if "never retrieved" in r.getMessage()]
+
+
+@pytest.mark.parametrize("chunksize", [1, 2])
+def test_map_logs_no_failure_of_its_own_futures(pool, log_capture, chunksize):
+    # The user never holds map's futures: the first failure is raised by
+    # the iterator, and nothing is logged of the others (the stdlib's
+    # futures never log), however the iterator ends.
+    records = log_capture("nativepool")
+    bad = range(chunksize, 8)
+    it = pool.map(ts.fail_on, range(8), [bad] * 8, chunksize=chunksize)
+    assert [next(it) for _ in range(chunksize)] == list(range(chunksize))
+    with pytest.raises(ValueError, match="item %d failed" % chunksize):
+        list(it)
+    del it
+    dropped = pool.map(ts.fail_on, range(4), [range(4)] * 4)   # never read
+    list(pool.map(ps.square, range(4)))       # after it, all of them ran
+    del dropped
+    assert _collected_futures_logged(pool, records) == []
+
+
+@pytest.mark.parametrize("chunksize", [1, 3])
+def test_map_keeps_no_result_already_taken(pool, chunksize):
+    # Each result is the consumer's alone once taken: the iterator (and
+    # anything of the pool's) lets go of it, as the stdlib's does.
+    it = pool.map(ts.box, range(9), chunksize=chunksize)
+    refs = []
+    for i in range(9):
+        r = next(it)
+        assert r.value == i
+        refs.append(weakref.ref(r))
+        del r
+        gc.collect()
+        alive = [ref().value for ref in refs if ref() is not None]
+        assert alive == [], "results %s taken, still alive" % alive
+    assert list(it) == []
 
 
 # ---- map(buffersize=): Python 3.14's; nativepool has it on every Python --------
@@ -968,6 +1014,28 @@ def test_nativepool_is_a_process_pool_executor():
     try:
         assert isinstance(p, cf.ProcessPoolExecutor)
         assert isinstance(p, cf.Executor)
+    finally:
+        p.shutdown(wait=True)
+
+
+@pytest.mark.nativepool_only
+def test_cancel_running_is_not_logged(log_capture, tmp_path):
+    # cancel_running stops a task on purpose, as cancel() a pending one:
+    # its CancelledError is nobody's news.
+    records = log_capture("nativepool")
+    p = np.ProcessPool(1, mp_context=multiprocessing.get_context("forkserver"))
+    try:
+        started = str(tmp_path / "started")
+        f = p.submit(ts.wait_long, started)
+        assert wait_until(lambda: os.path.exists(started), T)
+        assert p.cancel_running(f)
+        assert isinstance(f.exception(timeout=T), cf.CancelledError)
+        f = p.submit(ts.wait_long, started + "2")
+        assert wait_until(lambda: os.path.exists(started + "2"), T)
+        assert p.cancel_running(f)
+        cf.wait([f], timeout=T)
+        del f
+        assert _collected_futures_logged(p, records) == []
     finally:
         p.shutdown(wait=True)
 

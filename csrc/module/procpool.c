@@ -706,10 +706,11 @@ core_get_broken(PyObject *op, void *Py_UNUSED(closure))
 /* _ProcCore._settle(future, how), a classmethod (a future outlives its
  * pool), for _process.py: what becomes of a nativepool future's outcome
  * once nobody, or nobody else, will ask for it.  how:
- *   0  a failed reply not yet unpickled is unpickled now, so that if
- *      nobody retrieves it, the exception future_finalize logs is the
- *      task's own.  At interpreter exit the modules it needs are still
- *      there; a finalizer run at module teardown cannot unpickle it.
+ *   0  the interpreter is exiting (_process.py's exit hook, before module
+ *      teardown): a failed reply nobody has read is unpickled and logged
+ *      now, as future_finalize would log it, and the future marked as
+ *      retrieved.  A finalizer run at module teardown can do neither: the
+ *      unpickler and logging need modules that are gone by then.
  *   1  quiet: nobody is ever told of its exception, it is never logged
  *      (a map's futures, which the user never holds; a task stopped on
  *      the user's behalf).  Nothing is unpickled.
@@ -745,6 +746,14 @@ core_settle(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
         if (!f->retrieved && finished && f->ncall != NULL &&
             np_ncall_failed(f->ncall)) {
             np_future_settle(f);
+            f->retrieved = 1;
+            PyObject *exc = f->exception;
+            if (exc != NULL && st->log_unretrieved && st->np_logger != NULL) {
+                Py_INCREF(exc);
+                np_log_exc(st->np_logger, "error",
+                           "Future exception was never retrieved: %r", exc, exc);
+                Py_DECREF(exc);
+            }
         }
         Py_RETURN_NONE;
     }
@@ -770,8 +779,8 @@ static PyMethodDef core_methods[] = {
     {"_settle", (PyCFunction)(void (*)(void))core_settle,
      METH_FASTCALL | METH_CLASS,
      "_settle($cls, future, how, /)\n--\n\n"
-     "0: unpickle a failed reply nobody read yet; 1: never log the future's\n"
-     "exception; 2: that, and let go of its outcome (taken by a map)."},
+     "0: unpickle and log a failed reply nobody read (at exit); 1: never\n"
+     "log the future's exception; 2: that, and let go of its outcome."},
     {"submit", (PyCFunction)(void (*)(void))core_submit,
      METH_VARARGS | METH_KEYWORDS,
      "submit($self, /, payload, timeout=None)\n--\n\nQueue a pickled call; a Future."},

@@ -22,6 +22,7 @@ down, queued work finishes, and the workers exit.
 """
 import collections
 import concurrent.futures
+import gc
 import itertools
 import multiprocessing
 import os
@@ -141,6 +142,11 @@ def _load_reply(data, fds=None, _load=_shared.load, _error=TransferError,
         data.release()
 
 
+# References to _load_reply besides those of cores and tasks (the module's
+# name, getrefcount's argument): see _settle_unread_failures.
+_LOAD_REPLY_REFS = sys.getrefcount(_load_reply)
+
+
 def _describe_exit(exitcode):
     if exitcode is None:
         return "ended (exit status unknown)"
@@ -186,7 +192,17 @@ class _Manager:
                  shared=True):
         self.ctx = ctx
         self.shared = shared          # large buffers in shared memory
-        self.forking = ctx.get_start_method() == "fork"
+        method = ctx.get_start_method()
+        self.forking = method == "fork"
+        # A child of fork or spawn starts with SIGINT blocked, until the
+        # worker has set its own handler (_procworker.ignore_interrupts):
+        # a Ctrl-C sent to the process group while it starts stays pending,
+        # and then means nothing, instead of a KeyboardInterrupt traceback
+        # from a worker still importing.  (A forkserver child starts from
+        # the server, whose mask is not ours; it is quiet anyway: an error
+        # before our code runs ends it silently.)
+        self.block_sigint = (method in ("fork", "spawn")
+                             and hasattr(signal, "pthread_sigmask"))
         self.initializer = initializer
         self.initargs = tuple(initargs)
         self.core = _nativepool._ProcCore(
@@ -209,7 +225,16 @@ class _Manager:
                 self.initargs, None, self.forking, self.shared)
         p = self.ctx.Process(target=_procworker.main, args=args,
                              name="%s-worker" % self.name)
-        p.start()
+        if self.block_sigint:
+            # Blocked, not ignored: a Ctrl-C meant for this process is
+            # delivered to another thread, or right after, never lost.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                p.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        else:
+            p.start()
         ch.child_started(p.pid)
         with self.lock:
             self.processes[p.pid] = p
@@ -321,15 +346,93 @@ class _Manager:
             except (ProcessLookupError, ValueError):
                 pass
 
+    def cancel_running(self, future):
+        """ProcessPool.cancel_running for a future that is not pending."""
+        pid = self.core._cancel_running(future)
+        if pid is None:
+            return False
+        # Stopped on purpose, as cancel() stops a pending one: its
+        # CancelledError is nobody's news, never logged as unretrieved.
+        _settle(future, _QUIET)
+        if pid is not True:    # True: it was waiting to run again
+            self._kill(pid)
+        return True
 
-def _python_exit():
-    # Like concurrent.futures.process._python_exit: queued work finishes,
-    # workers stop, collectors are joined before the interpreter finalizes.
+    def interrupt(self):
+        """What Ctrl-C means for this pool (an interrupted ``with`` block,
+        an interpreter exiting on KeyboardInterrupt): its workers ignore
+        SIGINT, so the parent decides.  No new tasks; pending ones are
+        cancelled, and so are running ones (their workers are killed and
+        not replaced), all quietly: the user stopped them.  Then nothing
+        is left to wait for: shutdown(wait=True) returns at once."""
+        if self.forked:
+            return
+        self.core._shutdown(True)
+        for f in _running_futures():
+            self.cancel_running(f)
+
+
+# _settle(future, how): the C hook for a future's outcome after the fact
+# (procpool.c): at exit, unpickle and log an unread failure now; never log
+# its exception; that, and let go of its outcome.
+_settle = _nativepool._ProcCore._settle
+_AT_EXIT, _QUIET, _RELEASE = 0, 1, 2
+
+
+def _running_futures():
+    """Every running nativepool future (of any pool: _cancel_running tells
+    which are a pool's).  The C core does not list its tasks; this is for
+    a Ctrl-C, not for a hot path."""
+    return [o for o in gc.get_objects() if type(o) is Future and o.running()]
+
+
+def _exiting_on_interrupt():
+    # The main thread ended with a KeyboardInterrupt nobody caught (the
+    # interpreter reported it, which sets sys.last_value; 3.12 also sets
+    # sys.last_exc).  In an interactive session it is the last interrupt
+    # at the prompt, which also means: stop.
+    last = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    return isinstance(last, KeyboardInterrupt)
+
+
+def _settle_unread_failures():
+    """At exit, before module teardown: a failed reply nobody has read, of
+    a future still alive, is unpickled and logged now, with the task's own
+    exception.  Left to the future's finalizer at module teardown, the
+    unpickling failed (a bogus BrokenProcessPool was logged), and so may
+    the logging.  Each task whose reply is not unpickled yet holds a
+    reference to _load_reply (as each live core does): without such
+    tasks, the heap is not scanned."""
+    if sys.getrefcount(_load_reply) - _LOAD_REPLY_REFS <= len(_live_managers):
+        return
+    for o in gc.get_objects():
+        if type(o) is Future:
+            _settle(o, _AT_EXIT)
+
+
+def _stop_pools(interrupted):
     managers = [m for m in list(_live_managers) if not m.forked]
+    if interrupted:
+        for m in managers:
+            m.interrupt()
     for m in managers:
         m.shutdown(wait=False)
     for m in managers:
         m.join()
+
+
+def _python_exit():
+    # Like concurrent.futures.process._python_exit: queued work finishes,
+    # workers stop, collectors are joined before the interpreter finalizes;
+    # unless the program ends on Ctrl-C: then, as for an interrupted `with`
+    # block, what is pending or running is cancelled (the stdlib's workers
+    # die of the SIGINT).  A Ctrl-C meanwhile does the same (a second one
+    # is not caught).
+    try:
+        _stop_pools(_exiting_on_interrupt())
+    except KeyboardInterrupt:
+        _stop_pools(True)
+    _settle_unread_failures()
 
 
 threading._register_atexit(_python_exit)
@@ -346,12 +449,22 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _result_or_cancel(fut, timeout=None):
+def _take(fut, timeout, stop):
+    """The result of fut, one of map's futures, which then lets go of it:
+    once the consumer drops the result, nothing of the map's keeps it (the
+    future may live on a while, as the collector's reference to it waits
+    for the next GIL holder).  Not done by its timeout: cancelled.  A
+    Ctrl-C while waiting: stop(fut) (the map's own tasks stop)."""
     try:
         try:
-            return fut.result(timeout)
+            r = fut.result(timeout)
+        except KeyboardInterrupt:
+            stop(fut)
+            raise
         finally:
             fut.cancel()
+        _settle(fut, _RELEASE)
+        return r
     finally:
         del fut
 
@@ -442,12 +555,7 @@ class ProcessPool(concurrent.futures.ProcessPoolExecutor):
         Returns False if it was already done (or is not this pool's)."""
         if future.cancel():
             return True
-        pid = self._core._cancel_running(future)
-        if pid is None:
-            return False
-        if pid is not True:    # True: it was waiting to run again
-            self._manager._kill(pid)
-        return True
+        return self._manager.cancel_running(future)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         """Returns an iterator equivalent to map(fn, iter), run in worker
@@ -479,12 +587,29 @@ class ProcessPool(concurrent.futures.ProcessPoolExecutor):
             from concurrent.futures.process import _process_chunk
             tasks = iter(lambda: tuple(itertools.islice(it, chunksize)), ())
             call = (lambda chunk: (_process_chunk, fn, chunk))
+        # map's futures are its own: the user never holds one, so nobody
+        # is told of an exception the iterator does not raise (the stdlib's
+        # futures never log).
+        def submit(pool, task):
+            f = pool.submit(*call(task))
+            _settle(f, _QUIET)
+            return f
+
         if buffersize:
             fs = collections.deque(
-                self.submit(*call(t)) for t in itertools.islice(tasks, buffersize))
+                submit(self, t) for t in itertools.islice(tasks, buffersize))
         else:
-            fs = [self.submit(*call(t)) for t in tasks]
+            fs = [submit(self, t) for t in tasks]
         pool_ref = weakref.ref(self)
+        manager_ref = weakref.ref(self._manager)
+
+        def stop(fut):
+            # Ctrl-C while waiting for this map: what is its own stops, the
+            # running tasks too (their workers ignore SIGINT: we decide).
+            manager = manager_ref()
+            for f in itertools.chain((fut,), fs):
+                if not f.cancel() and manager is not None:
+                    manager.cancel_running(f)
 
         def result_iterator():
             try:
@@ -495,16 +620,19 @@ class ProcessPool(concurrent.futures.ProcessPoolExecutor):
                         if pool is not None:
                             t = next(tasks, None)
                             if t is not None:
-                                fs.appendleft(pool.submit(*call(t)))
+                                fs.appendleft(submit(pool, t))
+                            t = None
                         pool = None
-                    if timeout is None:
-                        r = _result_or_cancel(fs.pop())
-                    else:
-                        r = _result_or_cancel(fs.pop(), end_time - time.monotonic())
+                    left = None if timeout is None else end_time - time.monotonic()
+                    # No local names the result: suspended at yield, the
+                    # iterator must not keep what the consumer took.
                     if chunksize == 1:
-                        yield r
+                        yield _take(fs.pop(), left, stop)
                     else:
-                        yield from r
+                        chunk = _take(fs.pop(), left, stop)
+                        chunk.reverse()
+                        while chunk:
+                            yield chunk.pop()
             finally:
                 for future in fs:
                     future.cancel()
@@ -515,6 +643,16 @@ class ProcessPool(concurrent.futures.ProcessPoolExecutor):
         self._manager.shutdown(wait, cancel_futures)
 
     shutdown.__doc__ = concurrent.futures.Executor.shutdown.__doc__
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        # shutdown(wait=True), as the stdlib's; but a block left by Ctrl-C
+        # first cancels what is pending and what is running (its workers
+        # ignore SIGINT, so nothing else would stop them, and the wait could
+        # last for ever), quietly.
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self._manager.interrupt()
+        self.shutdown(wait=True)
+        return False
 
     def _force_shutdown(self, operation):
         self.shutdown(wait=False, cancel_futures=True)

@@ -63,7 +63,32 @@ class ChildFds:
 
 
 def _rebuild_fds(dups):
+    # Unpickled in a new worker (spawn, forkserver) before anything of
+    # ours runs: the earliest point to stop reacting to Ctrl-C.
+    ignore_interrupts()
     return ChildFds([d.detach() for d in dups])
+
+
+def _ignore_sigint(signum, frame):
+    pass
+
+
+def ignore_interrupts():
+    """A worker ignores SIGINT: Ctrl-C in a terminal or a notebook reaches
+    the whole process group, and the parent decides what it means (it
+    cancels what it waits for, _process.py), so an idle worker prints no
+    KeyboardInterrupt traceback and a running task is not broken off.  A
+    handler that does nothing rather than SIG_IGN: a program a task starts
+    with exec gets the default disposition back (an ignored signal would
+    stay ignored there).  Then SIGINT is unblocked: the pool starts a fork
+    or spawn child with it blocked (_Manager._spawn), so that one sent
+    meanwhile waited, and now means nothing."""
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _ignore_sigint)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def encode_task(task_id, fn, args=(), kwargs=None):
@@ -184,6 +209,7 @@ def main(fds, initializer=None, initargs=(), max_tasks=None, forked=False,
     pool's: release the copies of the parent's channels it inherited (after
     attaching its own: they own its fds until then).  ``shared``: results
     may put large buffers in shared memory (_shared.py)."""
+    ignore_interrupts()   # fork: the first of our code that runs
     if isinstance(fds, ChildFds):
         fds = fds.fds
     ch = _nativepool._Channel.attach(fds)
