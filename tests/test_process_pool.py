@@ -797,6 +797,28 @@ def test_initializer_failure_breaks_the_pool(make_pool):
     p.shutdown(wait=True)
 
 
+def test_initializer_failure_is_logged_in_the_worker(make_pool):
+    # The stdlib's worker logs "Exception in initializer:" (CRITICAL, with
+    # the traceback) on the concurrent.futures logger, in the worker
+    # process: a handler the worker has (here a QueueHandler, as the
+    # logging cookbook sends workers' records to the parent) sees it.
+    queue = multiprocessing.get_context("forkserver").Queue()
+    try:
+        p = make_pool(1, initializer=ts.log_to_queue_then_fail,
+                      initargs=(queue,))
+        exc = p.submit(ps.add, 1, 2).exception(timeout=T)
+        assert isinstance(exc, cfp.BrokenProcessPool)
+        record = queue.get(timeout=T)   # a hang guard
+        assert record.name == "concurrent.futures"
+        assert record.levelname == "CRITICAL"
+        assert record.getMessage().startswith("Exception in initializer:")
+        assert "initializer failed on purpose" in record.getMessage()
+        assert record.process != os.getpid()
+    finally:
+        queue.close()
+        queue.join_thread()
+
+
 # ---- max_tasks_per_child ------------------------------------------------------------
 
 def test_max_tasks_per_child_one(make_pool):

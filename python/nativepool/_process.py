@@ -298,14 +298,15 @@ class _Manager:
                 pass
 
     def _init_failed(self, data):
-        import logging
+        # The worker has logged it ("Exception in initializer:" on the
+        # concurrent.futures logger, as the stdlib's workers do, where the
+        # user's handlers for workers see it); here it only breaks the pool,
+        # as the cause of the BrokenProcessPool.
         import pickle
         try:
             exc = pickle.loads(data)
         except BaseException as e:   # pragma: no cover (cannot unpickle)
             exc = e
-        logging.getLogger("concurrent.futures").critical(
-            "Exception in initializer:", exc_info=exc)
         self.core._set_broken(
             "A process initializer failed, the process pool is not usable "
             "anymore", exc)

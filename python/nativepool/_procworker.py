@@ -227,6 +227,12 @@ def main(fds, initializer=None, initargs=(), max_tasks=None, forked=False,
         try:
             initializer(*initargs)
         except BaseException as exc:
+            # Here, as the stdlib's workers log it: where the user's
+            # handlers for the workers (a QueueHandler) see it.  The parent
+            # then breaks the pool, this exception as the cause.
+            import logging
+            logging.getLogger("concurrent.futures").critical(
+                "Exception in initializer:", exc_info=True)
             _reply(ch, -1, INIT_FAILED, _error(exc))
             ch.close()
             sys.exit(1)
