@@ -184,6 +184,40 @@ def test_constructor_max_tasks_per_child_with_fork(executor_class, mtpc):
     assert str(info.value) == expected[1]
 
 
+def test_constructor_asks_the_context_first(executor_class):
+    # The stdlib asks mp_context for its start method before it looks at
+    # the initializer: an object that is no context fails first.
+    with pytest.raises(AttributeError):
+        executor_class(1, mp_context=object(), initializer=5)
+
+
+@pytest.mark.parametrize("initargs", [5, None, [1, 2]],
+                         ids=["int", "None", "list"])
+def test_constructor_keeps_initargs_as_given(executor_class, initargs):
+    # Not checked, nor converted: the stdlib stores them and passes them
+    # to the initializer as they are (*initargs, in each worker).
+    p = executor_class(1, mp_context=multiprocessing.get_context("forkserver"),
+                       initargs=initargs)
+    try:
+        assert p._initargs is initargs
+        assert p.submit(ps.add, 1, 2).result(timeout=T) == 3
+    finally:
+        p.shutdown(wait=True)
+
+
+def test_initargs_a_list_reach_the_initializer(make_pool):
+    p = make_pool(1, initializer=ts.record_init_args, initargs=[1, "two"])
+    assert p.submit(ts.init_args).result(timeout=T) == (1, "two")
+
+
+def test_initargs_not_iterable_fail_the_initializer(make_pool):
+    # initializer(*5) raises in the worker: the pool breaks, as for any
+    # initializer that fails.
+    p = make_pool(1, initializer=ts.record_init_args, initargs=5)
+    exc = p.submit(ps.add, 1, 2).exception(timeout=T)
+    assert isinstance(exc, cfp.BrokenProcessPool)
+
+
 def test_constructor_max_workers_not_a_number(executor_class):
     # max_workers <= 0 on a str: the comparison's TypeError.
     with pytest.raises(TypeError):

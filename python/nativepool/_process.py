@@ -204,7 +204,7 @@ class _Manager:
         self.block_sigint = (method in ("fork", "spawn")
                              and hasattr(signal, "pthread_sigmask"))
         self.initializer = initializer
-        self.initargs = tuple(initargs)
+        self.initargs = initargs      # as given, as the stdlib passes them
         self.core = _nativepool._ProcCore(
             max_workers, lambda: self._spawn(), BrokenProcessPool, max_tasks,
             _load_reply)
@@ -493,6 +493,9 @@ class ProcessPool(concurrent.futures.ProcessPoolExecutor):
                           if max_tasks_per_child is not None
                           and "forkserver" not in multiprocessing.get_all_start_methods()
                           else _default_context())
+        # Asked here, as the stdlib asks it (an object that is no context
+        # fails here, before the initializer is looked at).
+        start_method = mp_context.get_start_method(allow_none=False)
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         if max_tasks_per_child is not None:
@@ -500,7 +503,7 @@ class ProcessPool(concurrent.futures.ProcessPoolExecutor):
                 raise TypeError("max_tasks_per_child must be an integer")
             elif max_tasks_per_child <= 0:
                 raise ValueError("max_tasks_per_child must be >= 1")
-            if mp_context.get_start_method(allow_none=False) == "fork":
+            if start_method == "fork":
                 raise ValueError("max_tasks_per_child is incompatible with"
                                  " the 'fork' multiprocessing start method;"
                                  " supply a different mp_context.")
