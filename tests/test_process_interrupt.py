@@ -40,6 +40,22 @@ def ready():
 def wait_started(path):
     while not os.path.exists(path):
         time.sleep(0.01)
+
+def ready_once_main_is_in(name):
+    # READY from another thread, once the main thread waits inside the
+    # function called name (so that the SIGINT lands in that wait).
+    import threading
+    main = threading.main_thread().ident
+    def watch():
+        while True:
+            frame = sys._current_frames().get(main)
+            while frame is not None and frame.f_code.co_name != name:
+                frame = frame.f_back
+            if frame is not None:
+                time.sleep(0.1)   # into the wait itself (no assertion on it)
+                return ready()
+            time.sleep(0.01)
+    threading.Thread(target=watch, daemon=True).start()
 """
 
 POOLS = {"stdlib": "cf.ProcessPoolExecutor", "nativepool": "np.ProcessPool"}
@@ -153,6 +169,29 @@ def test_unread_failure_at_exit_is_the_tasks_own(tmp_path):
     assert "never retrieved: ValueError('item 1 failed')" in r.stderr, r.stderr
 
 
+@pytest.mark.nativepool_only
+def test_unread_failure_is_logged_once_not_by_forked_workers(tmp_path):
+    """A worker started by fork has copies of the parent's futures: its
+    exit must not log them (the parent's does, once)."""
+    script = tmp_path / "prog.py"
+    script.write_text(PROLOGUE % dict(tests=TESTS, module=MODULE_NAME,
+                                      pool=POOLS["nativepool"],
+                                      method="forkserver") + textwrap.dedent("""
+        if __name__ == "__main__":
+            pool = POOL(1, mp_context=CTX)
+            failed = pool.submit(ts.fail_on, 1, [1])
+            while not failed.done():
+                time.sleep(0.01)
+            forked = POOL(1, mp_context=multiprocessing.get_context("fork"))
+            assert forked.submit(ts.add, 1, 2).result() == 3
+            forked.shutdown()
+    """))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True,
+                       text=True, timeout=HANG_TIMEOUT)   # a hang guard
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("never retrieved") == 1, r.stderr
+
+
 # ---- nothing hangs -----------------------------------------------------------------
 
 @pytest.mark.parametrize("pool", list(POOLS))
@@ -225,7 +264,7 @@ def test_ctrl_c_in_map_stops_its_tasks_and_the_pool_goes_on(tmp_path):
         before = {f.result() for f in [pool.submit(ts.pid) for _ in range(4)]}
         it = pool.map(ts.wait_long, [STARTED] * 6)
         wait_started(STARTED)
-        ready()
+        ready_once_main_is_in("_take")
         try:
             for r in it:
                 pass
@@ -249,8 +288,8 @@ def test_ctrl_c_during_result_leaves_the_task_running(tmp_path):
         pool = POOL(1, mp_context=CTX)
         f = pool.submit(ts.wait_long, STARTED, 3)
         wait_started(STARTED)
-        ready()
         try:
+            ready()
             f.result()
         except KeyboardInterrupt:
             print("interrupted", f.running(), flush=True)

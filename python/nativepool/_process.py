@@ -226,6 +226,11 @@ class _Manager:
         p = self.ctx.Process(target=_procworker.main, args=args,
                              name="%s-worker" % self.name)
         if self.block_sigint:
+            if not self.forking:
+                # spawn starts the resource tracker on first use, which
+                # unblocks SIGINT when it has started: before, then.
+                from multiprocessing import resource_tracker
+                resource_tracker.ensure_running()
             # Blocked, not ignored: a Ctrl-C meant for this process is
             # delivered to another thread, or right after, never lost.
             mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -404,7 +409,13 @@ def _settle_unread_failures():
     the logging.  Each task whose reply is not unpickled yet holds a
     reference to _load_reply (as each live core does): without such
     tasks, the heap is not scanned."""
-    if sys.getrefcount(_load_reply) - _LOAD_REPLY_REFS <= len(_live_managers):
+    managers = list(_live_managers)
+    if any(m.forked for m in managers):
+        # A fork of a process with pools (a worker started by fork, too):
+        # the futures it has are copies of the parent's, whose own exit
+        # reports them.
+        return
+    if sys.getrefcount(_load_reply) - _LOAD_REPLY_REFS <= len(managers):
         return
     for o in gc.get_objects():
         if type(o) is Future:
@@ -478,8 +489,16 @@ class ProcessPool(concurrent.futures.ProcessPoolExecutor):
                 initargs=(), *, max_tasks_per_child=None)
 
     Beyond the stdlib: a worker that dies fails only the task it was running
-    (with :class:`WorkerDiedError`) and is replaced; :meth:`schedule` takes a
-    per-task timeout; :meth:`cancel_running` stops a running task.
+    (with :class:`WorkerDiedError`) and is replaced; a task or result that
+    cannot be pickled across fails only itself (:class:`TransferError`);
+    :meth:`schedule` takes a per-task timeout; :meth:`cancel_running` stops
+    a running task.
+
+    Workers ignore Ctrl-C (SIGINT, which a terminal or Jupyter sends to the
+    whole process group): the parent decides.  A ``with`` block left by
+    KeyboardInterrupt, or a program ending on one, cancels what is pending
+    and what is running (instead of waiting for it); a Ctrl-C while
+    ``map``'s iterator waits stops that map's tasks.  The pool goes on.
     """
 
     def __init__(self, max_workers=None, mp_context=None, initializer=None,
@@ -555,7 +574,8 @@ class ProcessPool(concurrent.futures.ProcessPoolExecutor):
     def cancel_running(self, future):
         """Cancel ``future`` even if it is running: a pending one is
         cancelled as by ``future.cancel()``; a running one has its worker
-        process killed (and replaced), and fails with ``CancelledError``.
+        process killed (and replaced), and fails with ``CancelledError``
+        (which, like a cancellation, is never logged as unretrieved).
         Returns False if it was already done (or is not this pool's)."""
         if future.cancel():
             return True
