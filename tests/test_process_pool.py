@@ -20,6 +20,7 @@ hang guards only; nothing asserts how long anything took.
 """
 import concurrent.futures as cf
 import concurrent.futures.process as cfp
+import gc
 import itertools
 import multiprocessing
 import os
@@ -27,10 +28,12 @@ import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 
 import pytest
 
 import process_support as ps
+import process_transfer_support as ts
 from conftest import HANG_TIMEOUT, np, wait_until
 
 T = HANG_TIMEOUT            # hang guard for result(), wait(), ...
@@ -179,6 +182,40 @@ def test_constructor_max_tasks_per_child_with_fork(executor_class, mtpc):
         executor_class(1, mp_context=multiprocessing.get_context("fork"),
                        max_tasks_per_child=mtpc)
     assert str(info.value) == expected[1]
+
+
+def test_constructor_asks_the_context_first(executor_class):
+    # The stdlib asks mp_context for its start method before it looks at
+    # the initializer: an object that is no context fails first.
+    with pytest.raises(AttributeError):
+        executor_class(1, mp_context=object(), initializer=5)
+
+
+@pytest.mark.parametrize("initargs", [5, None, [1, 2]],
+                         ids=["int", "None", "list"])
+def test_constructor_keeps_initargs_as_given(executor_class, initargs):
+    # Not checked, nor converted: the stdlib stores them and passes them
+    # to the initializer as they are (*initargs, in each worker).
+    p = executor_class(1, mp_context=multiprocessing.get_context("forkserver"),
+                       initargs=initargs)
+    try:
+        assert p._initargs is initargs
+        assert p.submit(ps.add, 1, 2).result(timeout=T) == 3
+    finally:
+        p.shutdown(wait=True)
+
+
+def test_initargs_a_list_reach_the_initializer(make_pool):
+    p = make_pool(1, initializer=ts.record_init_args, initargs=[1, "two"])
+    assert p.submit(ts.init_args).result(timeout=T) == (1, "two")
+
+
+def test_initargs_not_iterable_fail_the_initializer(make_pool):
+    # initializer(*5) raises in the worker: the pool breaks, as for any
+    # initializer that fails.
+    p = make_pool(1, initializer=ts.record_init_args, initargs=5)
+    exc = p.submit(ps.add, 1, 2).exception(timeout=T)
+    assert isinstance(exc, cfp.BrokenProcessPool)
 
 
 def test_constructor_max_workers_not_a_number(executor_class):
@@ -423,6 +460,49 @@ def test_map_timeout(pool, gate):
 
 def test_map_timeout_not_reached(pool):
     assert list(pool.map(ps.square, range(5), timeout=T)) == [0, 1, 4, 9, 16]
+
+
+def _collected_futures_logged(pool, records):
+    gc.collect()
+    if isinstance(pool, np.ProcessPool):
+        pool.submit(ps.add, 1).result(T)   # drains deferred releases
+    gc.collect()
+    return [r for r in records if "never retrieved" in r.getMessage()]
+
+
+@pytest.mark.parametrize("chunksize", [1, 2])
+def test_map_logs_no_failure_of_its_own_futures(pool, log_capture, chunksize):
+    # The user never holds map's futures: the first failure is raised by
+    # the iterator, and nothing is logged of the others (the stdlib's
+    # futures never log), however the iterator ends.
+    records = log_capture("nativepool")
+    bad = range(chunksize, 8)
+    it = pool.map(ts.fail_on, range(8), [bad] * 8, chunksize=chunksize)
+    assert [next(it) for _ in range(chunksize)] == list(range(chunksize))
+    with pytest.raises(ValueError, match="item %d failed" % chunksize):
+        list(it)
+    del it
+    dropped = pool.map(ts.fail_on, range(4), [range(4)] * 4)   # never read
+    list(pool.map(ps.square, range(4)))       # after it, all of them ran
+    del dropped
+    assert _collected_futures_logged(pool, records) == []
+
+
+@pytest.mark.parametrize("chunksize", [1, 3])
+def test_map_keeps_no_result_already_taken(pool, chunksize):
+    # Each result is the consumer's alone once taken: the iterator (and
+    # anything of the pool's) lets go of it, as the stdlib's does.
+    it = pool.map(ts.box, range(9), chunksize=chunksize)
+    refs = []
+    for i in range(9):
+        r = next(it)
+        assert r.value == i
+        refs.append(weakref.ref(r))
+        del r
+        gc.collect()
+        alive = [ref().value for ref in refs if ref() is not None]
+        assert alive == [], "results %s taken, still alive" % alive
+    assert list(it) == []
 
 
 # ---- map(buffersize=): Python 3.14's; nativepool has it on every Python --------
@@ -751,6 +831,28 @@ def test_initializer_failure_breaks_the_pool(make_pool):
     p.shutdown(wait=True)
 
 
+def test_initializer_failure_is_logged_in_the_worker(make_pool):
+    # The stdlib's worker logs "Exception in initializer:" (CRITICAL, with
+    # the traceback) on the concurrent.futures logger, in the worker
+    # process: a handler the worker has (here a QueueHandler, as the
+    # logging cookbook sends workers' records to the parent) sees it.
+    queue = multiprocessing.get_context("forkserver").Queue()
+    try:
+        p = make_pool(1, initializer=ts.log_to_queue_then_fail,
+                      initargs=(queue,))
+        exc = p.submit(ps.add, 1, 2).exception(timeout=T)
+        assert isinstance(exc, cfp.BrokenProcessPool)
+        record = queue.get(timeout=T)   # a hang guard
+        assert record.name == "concurrent.futures"
+        assert record.levelname == "CRITICAL"
+        assert record.getMessage().startswith("Exception in initializer:")
+        assert "initializer failed on purpose" in record.getMessage()
+        assert record.process != os.getpid()
+    finally:
+        queue.close()
+        queue.join_thread()
+
+
 # ---- max_tasks_per_child ------------------------------------------------------------
 
 def test_max_tasks_per_child_one(make_pool):
@@ -818,12 +920,19 @@ def test_exception_that_cannot_be_unpickled_in_the_parent(make_pool):
     # stdlib cannot tell which task the reply belonged to: the future fails
     # with BrokenProcessPool, whose __cause__ (a _RemoteTraceback) carries
     # the unpickling error, and the pool is broken from then on.
+    # nativepool's fails with TransferError (a BrokenProcessPool) whose
+    # __cause__ is the unpickling error itself, and the pool goes on.
     p = make_pool(1)
     f = p.submit(ps.raise_unpicklable_error)
     exc = f.exception(timeout=T)
     assert isinstance(exc, cfp.BrokenProcessPool), \
         "expected BrokenProcessPool, got %r" % (exc,)
-    text = remote_traceback_text(exc)
+    if isinstance(p, np.ProcessPool):
+        assert type(exc) is np.TransferError
+        assert type(exc.__cause__) is TypeError
+        text = str(exc.__cause__)
+    else:
+        text = remote_traceback_text(exc)
     assert "__init__() missing 1 required positional " \
            "argument: 'b'" in text
 
@@ -961,6 +1070,28 @@ def test_nativepool_is_a_process_pool_executor():
     try:
         assert isinstance(p, cf.ProcessPoolExecutor)
         assert isinstance(p, cf.Executor)
+    finally:
+        p.shutdown(wait=True)
+
+
+@pytest.mark.nativepool_only
+def test_cancel_running_is_not_logged(log_capture, tmp_path):
+    # cancel_running stops a task on purpose, as cancel() a pending one:
+    # its CancelledError is nobody's news.
+    records = log_capture("nativepool")
+    p = np.ProcessPool(1, mp_context=multiprocessing.get_context("forkserver"))
+    try:
+        started = str(tmp_path / "started")
+        f = p.submit(ts.wait_long, started)
+        assert wait_until(lambda: os.path.exists(started), T)
+        assert p.cancel_running(f)
+        assert isinstance(f.exception(timeout=T), cf.CancelledError)
+        f = p.submit(ts.wait_long, started + "2")
+        assert wait_until(lambda: os.path.exists(started + "2"), T)
+        assert p.cancel_running(f)
+        cf.wait([f], timeout=T)
+        del f
+        assert _collected_futures_logged(p, records) == []
     finally:
         p.shutdown(wait=True)
 

@@ -701,7 +701,86 @@ core_get_broken(PyObject *op, void *Py_UNUSED(closure))
     return Py_NewRef(c->broken ? c->broken : Py_False);
 }
 
+/* ---- a future's outcome after the fact (the Python side's hook) --------------- */
+
+/* _ProcCore._settle(future, how), a classmethod (a future outlives its
+ * pool), for _process.py: what becomes of a nativepool future's outcome
+ * once nobody, or nobody else, will ask for it.  how:
+ *   0  the interpreter is exiting (_process.py's exit hook, before module
+ *      teardown): a failed reply nobody has read is unpickled and logged
+ *      now, as future_finalize would log it, and the future marked as
+ *      retrieved.  A finalizer run at module teardown can do neither: the
+ *      unpickler and logging need modules that are gone by then.
+ *   1  quiet: nobody is ever told of its exception, it is never logged
+ *      (a map's futures, which the user never holds; a task stopped on
+ *      the user's behalf).  Nothing is unpickled.
+ *   2  quiet, and the future lets go of its result (or exception) now: a
+ *      map's iterator has taken it, and the future may live on (the
+ *      collector's reference waits on the reclaim stack for the next GIL
+ *      holder), which must not keep the consumer's result alive.
+ * The same checks as future_finalize: FINISHED first (acquire), then the
+ * call, whose failed flag the collector set before finishing it. */
+static PyObject *
+core_settle(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_settle(future, how)");
+        return NULL;
+    }
+    np_state *st = np_state_from_type((PyTypeObject *)cls);
+    if (st == NULL || st->future_type == NULL ||
+        !PyObject_TypeCheck(args[0], st->future_type)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "_settle: not a nativepool future");
+        }
+        return NULL;
+    }
+    long how = PyLong_AsLong(args[1]);
+    if (how == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    np_future *f = NP_FUTURE(args[0]);
+    int finished = NPF_STATE(atomic_load_explicit(&f->state, memory_order_acquire)) ==
+                   NPF_FINISHED;
+    if (how == 0) {
+        if (!f->retrieved && finished && f->ncall != NULL &&
+            np_ncall_failed(f->ncall)) {
+            np_future_settle(f);
+            f->retrieved = 1;
+            PyObject *exc = f->exception;
+            if (exc != NULL && st->log_unretrieved && st->np_logger != NULL) {
+                Py_INCREF(exc);
+                np_log_exc(st->np_logger, "error",
+                           "Future exception was never retrieved: %r", exc, exc);
+                Py_DECREF(exc);
+            }
+        }
+        Py_RETURN_NONE;
+    }
+    if (how != 1 && how != 2) {
+        PyErr_SetString(PyExc_ValueError, "_settle: how must be 0, 1 or 2");
+        return NULL;
+    }
+    f->retrieved = 1;
+    if (how == 2 && finished && f->ncall == NULL) {
+        /* Taken out under the lock, released after it (a decref may run
+         * any Python code). */
+        np_rlock_lock(&f->lock);
+        PyObject *res = f->result, *exc = f->exception;
+        f->result = f->exception = NULL;
+        np_rlock_unlock(&f->lock);
+        Py_XDECREF(res);
+        Py_XDECREF(exc);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef core_methods[] = {
+    {"_settle", (PyCFunction)(void (*)(void))core_settle,
+     METH_FASTCALL | METH_CLASS,
+     "_settle($cls, future, how, /)\n--\n\n"
+     "0: unpickle and log a failed reply nobody read (at exit); 1: never\n"
+     "log the future's exception; 2: that, and let go of its outcome."},
     {"submit", (PyCFunction)(void (*)(void))core_submit,
      METH_VARARGS | METH_KEYWORDS,
      "submit($self, /, payload, timeout=None)\n--\n\nQueue a pickled call; a Future."},

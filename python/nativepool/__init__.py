@@ -3,6 +3,20 @@
 A drop-in for ``concurrent.futures`` (``ThreadPool`` is
 ``ThreadPoolExecutor``) whose workers, queue, futures and waits are C and
 pthreads; the GIL is held only while Python code runs.
+
+Exceptions beyond the stdlib's own classes (each a subclass of one, so an
+existing ``except`` clause still catches it):
+
+``WorkerDiedError(BrokenProcessPool)``
+    The worker process running a ProcessPool task died; only that task
+    failed, the pool goes on.
+``TransferError(BrokenProcessPool)``
+    A ProcessPool task or its result could not cross between processes:
+    unpickling it (in the worker, or in the parent) raised, or pickling a
+    result raised SystemExit or KeyboardInterrupt.  ``__cause__`` is the
+    original error.  Only that task failed, the pool goes on (the stdlib's
+    pool breaks, with BrokenProcessPool).  An ordinary error while pickling
+    is the future's exception itself, as in the stdlib.
 """
 from concurrent.futures import (
     ALL_COMPLETED,
@@ -43,7 +57,8 @@ from ._nativepool import (
 
 from . import debug  # noqa: E402  (NATIVEPOOL_CHECK_LOCK_ORDER is read here)
 from . import native  # noqa: E402
-from ._process import ProcessPool, ProcessPoolExecutor, WorkerDiedError  # noqa: E402
+from ._process import (  # noqa: E402
+    ProcessPool, ProcessPoolExecutor, TransferError, WorkerDiedError)
 
 __version__ = "0.1.0"
 
@@ -96,6 +111,7 @@ __all__ = [
     "ProcessPool",
     "ProcessPoolExecutor",
     "WorkerDiedError",
+    "TransferError",
     "ThreadPool",
     "ThreadPoolExecutor",
     "TimeoutError",

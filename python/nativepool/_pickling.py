@@ -308,7 +308,20 @@ _NEED_CLOUDPICKLE = ("need cloudpickle (pip install cloudpickle) in the "
                      "parent and the workers")
 
 
+if sys.version_info < (3, 14):
+    class LocalObjectError(pickle.PicklingError, AttributeError):
+        """Rule 4's error for a local object (a nested function, a closure,
+        a class defined in a function): pickle itself raises AttributeError
+        for one before Python 3.14 (PicklingError since), and the stdlib's
+        pool fails the future with that; ours is both, so that either
+        except clause catches it."""
+else:
+    LocalObjectError = pickle.PicklingError
+
+
 def _function_error(fn):
+    cls = (LocalObjectError if "<locals>" in fn.__qualname__
+           else pickle.PicklingError)
     if fn.__name__ == "<lambda>" or "<locals>" in fn.__qualname__ \
             or fn.__closure__ is not None:
         why = ("lambdas, nested functions and closures %s, or define the "
@@ -319,8 +332,7 @@ def _function_error(fn):
                "cannot import by name %s, or define the function at the "
                "top level of a module" % (fn.__module__, fn.__qualname__,
                                            _NEED_CLOUDPICKLE))
-    return pickle.PicklingError(
-        "cannot send %r to a worker process: %s" % (fn, why))
+    return cls("cannot send %r to a worker process: %s" % (fn, why))
 
 
 def _class_error(cls):
@@ -330,7 +342,9 @@ def _class_error(cls):
                  "__main__.py)")
     else:
         where = "classes defined inside functions"
-    return pickle.PicklingError(
+    error = (LocalObjectError if "<locals>" in getattr(cls, "__qualname__", "")
+             else pickle.PicklingError)
+    return error(
         "cannot send %r to a worker process: %s %s, or define the class at "
         "the top level of an importable module" % (cls, where,
                                                     _NEED_CLOUDPICKLE))

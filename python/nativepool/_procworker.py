@@ -63,7 +63,32 @@ class ChildFds:
 
 
 def _rebuild_fds(dups):
+    # Unpickled in a new worker (spawn, forkserver) before anything of
+    # ours runs: the earliest point to stop reacting to Ctrl-C.
+    ignore_interrupts()
     return ChildFds([d.detach() for d in dups])
+
+
+def _ignore_sigint(signum, frame):
+    pass
+
+
+def ignore_interrupts():
+    """A worker ignores SIGINT: Ctrl-C in a terminal or a notebook reaches
+    the whole process group, and the parent decides what it means (it
+    cancels what it waits for, _process.py), so an idle worker prints no
+    KeyboardInterrupt traceback and a running task is not broken off.  A
+    handler that does nothing rather than SIG_IGN: a program a task starts
+    with exec gets the default disposition back (an ignored signal would
+    stay ignored there).  Then SIGINT is unblocked: the pool starts a fork
+    or spawn child with it blocked (_Manager._spawn), so that one sent
+    meanwhile waited, and now means nothing."""
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _ignore_sigint)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def encode_task(task_id, fn, args=(), kwargs=None):
@@ -93,17 +118,54 @@ def _release_held():
 
 
 def _reply(ch, task_id, status, value):
+    """Send ``value`` as the reply ``status`` for ``task_id``.  A result (or
+    exception) that cannot be pickled fails that task only: an OK reply
+    becomes ERROR; an ERROR or INIT_FAILED one stays what it is, with the
+    pickling error in place of its exception."""
     try:
         data, fds = _shared.encode_result(value, _shared_ok)
-    except BaseException as exc:   # an unpicklable result: fail that task only
-        status = ERROR
-        data, fds = pickle.dumps(_ExceptionWithTraceback(exc, exc.__traceback__),
-                                 protocol=5), None
+    except Exception as exc:
+        # As the stdlib's worker: the pickling error is this task's failure
+        # (raised by its future as it is, its traceback attached).
+        data, fds = _dumps_error(_error(exc)), None
+        status = ERROR if status == OK else status
+    except BaseException as exc:
+        # SystemExit or KeyboardInterrupt raised while pickling must not
+        # come out of result() as if the task had raised it.
+        what = ("the result of this task" if status == OK
+                else "the exception raised in the worker")
+        data, fds = _dumps_error(_transfer_error(
+            what + " could not be pickled in the worker process", exc)), None
+        status = ERROR if status == OK else status
     try:
         ch.send(_REPLY.pack(task_id, status) + data)
     finally:
         if fds:
             _held.extend(fds)
+
+
+def _dumps_error(err):
+    """err pickled for an ERROR reply; if even that fails (its cause, or
+    an exception's arguments, cannot be pickled), a TransferError that
+    carries the text of what happened instead."""
+    try:
+        return pickle.dumps(err, protocol=5)
+    except BaseException as exc:
+        from ._process import TransferError, _traceback_text
+        text = _traceback_text(exc)
+        return pickle.dumps(TransferError(
+            "the reply of this task could not be pickled in the worker "
+            "process: %s: %s\n%s" % (type(exc).__name__, exc, text)),
+            protocol=5)
+
+
+def _transfer_error(what, exc):
+    """A TransferError for exc, raised while (un)pickling in the worker;
+    exc is its __cause__ (it travels with its traceback)."""
+    from ._process import TransferError, _transfer_message
+    err = TransferError(_transfer_message(what, exc))
+    err.__cause__ = exc
+    return err
 
 
 PARENT_FD = 5   # NP_CHAN_FD_PARENT: readable once the parent is gone
@@ -147,6 +209,7 @@ def main(fds, initializer=None, initargs=(), max_tasks=None, forked=False,
     pool's: release the copies of the parent's channels it inherited (after
     attaching its own: they own its fds until then).  ``shared``: results
     may put large buffers in shared memory (_shared.py)."""
+    ignore_interrupts()   # fork: the first of our code that runs
     if isinstance(fds, ChildFds):
         fds = fds.fds
     ch = _nativepool._Channel.attach(fds)
@@ -164,6 +227,12 @@ def main(fds, initializer=None, initargs=(), max_tasks=None, forked=False,
         try:
             initializer(*initargs)
         except BaseException as exc:
+            # Here, as the stdlib's workers log it: where the user's
+            # handlers for the workers (a QueueHandler) see it.  The parent
+            # then breaks the pool, this exception as the cause.
+            import logging
+            logging.getLogger("concurrent.futures").critical(
+                "Exception in initializer:", exc_info=True)
             _reply(ch, -1, INIT_FAILED, _error(exc))
             ch.close()
             sys.exit(1)
@@ -184,12 +253,19 @@ def main(fds, initializer=None, initargs=(), max_tasks=None, forked=False,
             ch.send(_REPLY.pack(task_id, STARTED))
         try:
             fn, args, kwargs = _shared.load(memoryview(msg)[HEADER:])
-            msg = None
-            result = fn(*args, **kwargs)
         except BaseException as exc:
-            _reply(ch, task_id, ERROR, _error(exc))
+            # Not the task's own failure (and SystemExit from an unpickler
+            # must not come out of result() as if fn had raised it).
+            _reply(ch, task_id, ERROR, _transfer_error(
+                "this task could not be unpickled in the worker process", exc))
         else:
-            _reply(ch, task_id, OK, result)
+            msg = None
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                _reply(ch, task_id, ERROR, _error(exc))
+            else:
+                _reply(ch, task_id, OK, result)
         # Drop the task's objects before waiting for the next one.
         msg = fn = args = kwargs = result = None
         done += 1
