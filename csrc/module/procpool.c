@@ -654,6 +654,9 @@ core_dealloc(PyObject *op)
     Py_DECREF(tp);
 }
 
+/* core._stats() -> dict.  The counters are copied under the mutex and the
+ * dict is built after it: an allocation may run the GC, and a finalizer
+ * that calls back into the pool (repr(pool), submit) takes the mutex. */
 static PyObject *
 core_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
@@ -663,34 +666,51 @@ core_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
     for (int i = 0; i < c->nslots; i++) {
         running += c->slots[i].running != NULL;
     }
-    PyObject *d = Py_BuildValue(
-        "{sisisnsisKsKsi}", "workers", c->nlive, "spawning", c->nspawning,
-        "pending", c->npending, "running", running, "submitted",
-        (unsigned long long)c->next_id, "completed",
-        (unsigned long long)c->completed, "closed", c->closed);
+    int nlive = c->nlive, nspawning = c->nspawning, closed = c->closed;
+    Py_ssize_t npending = c->npending;
+    unsigned long long submitted = c->next_id, completed = c->completed;
     np_mutex_unlock(&c->mutex);
-    return d;
+    return Py_BuildValue("{sisisnsisKsKsi}", "workers", nlive, "spawning",
+                         nspawning, "pending", npending, "running", running,
+                         "submitted", submitted, "completed", completed,
+                         "closed", closed);
 }
 
-/* core._slots() -> [(slot, pid, state)] for the live ones. */
+/* core._slots() -> [(slot, pid, busy)] for the slots in use: copied under
+ * the mutex into a C array, built into Python objects after it (see
+ * core_stats). */
 static PyObject *
 core_slots(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     proc_core *c = CORE(op);
-    PyObject *list = PyList_New(0);
+    struct { int slot; long pid; int busy; } *rows =
+        PyMem_Malloc((size_t)c->nslots * sizeof *rows);
+    if (rows == NULL) {
+        return PyErr_NoMemory();
+    }
+    int n = 0;
     np_mutex_lock(&c->mutex);
-    for (int i = 0; list != NULL && i < c->nslots; i++) {
+    for (int i = 0; i < c->nslots; i++) {
         proc_slot *s = &c->slots[i];
-        if (s->state == SLOT_FREE) {
-            continue;
+        if (s->state != SLOT_FREE) {
+            rows[n].slot = i;
+            rows[n].pid = s->pid;
+            rows[n].busy = s->running != NULL;
+            n++;
         }
-        PyObject *t = Py_BuildValue("(ili)", i, s->pid, s->running != NULL);
-        if (t == NULL || PyList_Append(list, t) < 0) {
-            Py_CLEAR(list);
-        }
-        Py_XDECREF(t);
     }
     np_mutex_unlock(&c->mutex);
+    PyObject *list = PyList_New(n);
+    for (int i = 0; list != NULL && i < n; i++) {
+        PyObject *t = Py_BuildValue("(ili)", rows[i].slot, rows[i].pid,
+                                    rows[i].busy);
+        if (t == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, t);
+    }
+    PyMem_Free(rows);
     return list;
 }
 

