@@ -91,3 +91,38 @@ def test_finalizer_reentering_the_pool_does_not_deadlock(impl, call):
         extra=expr if impl == "nativepool" else "pass"), timeout=2 * HANG_TIMEOUT)
     assert_ran(proc)
 
+
+# The channel's send/recv hold the channel's lock across what runs Python
+# (signal handlers, between the waits).  A handler that used the same
+# channel from the same thread waited for the lock its own thread held,
+# forever; now it raises RuntimeError, and the interrupted call goes on
+# (here the handler then raises, so the outer call ends with that).
+CHANNEL_REENTRY_SCRIPT = r"""
+import signal
+from nativepool import _nativepool as m
+ch = m._Channel.create()            # no peer: recv waits, a long send fills the ring
+inner = []
+def handler(sig, frame):
+    try:
+        {inner}
+    except RuntimeError as exc:
+        inner.append(str(exc))
+    raise KeyboardInterrupt
+signal.signal(signal.SIGALRM, handler)
+signal.setitimer(signal.ITIMER_REAL, 0.2)
+try:
+    {outer}
+except KeyboardInterrupt:
+    print("outer interrupted; inner:", inner)
+"""
+
+
+@pytest.mark.parametrize("outer, inner", [
+    ("ch.recv()", "ch.recv(timeout=0)"),
+    ("ch.send(bytes(1 << 24))", "ch.send(b'x', timeout=0)"),
+], ids=["recv", "send"])
+def test_channel_reentry_from_a_signal_handler_raises(outer, inner):
+    proc = run_script(CHANNEL_REENTRY_SCRIPT.format(outer=outer, inner=inner),
+                      timeout=HANG_TIMEOUT)
+    assert "outer interrupted" in proc.stdout, (proc.stdout, proc.stderr)
+    assert "already inside" in proc.stdout, proc.stdout
