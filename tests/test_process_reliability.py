@@ -126,3 +126,95 @@ def test_channel_reentry_from_a_signal_handler_raises(outer, inner):
                       timeout=HANG_TIMEOUT)
     assert "outer interrupted" in proc.stdout, (proc.stdout, proc.stderr)
     assert "already inside" in proc.stdout, proc.stdout
+
+
+# ---- 2. no thread can be started ---------------------------------------------
+
+def _refuse_thread_start(self):
+    raise RuntimeError("can't start new thread")
+
+
+def _kill_stdlib_workers(pool):
+    # The stdlib starts its workers before its manager thread: after a
+    # failed start nothing would ever stop them.
+    for p in list((pool._processes or {}).values()):
+        p.kill()
+        p.join(HANG_TIMEOUT)
+
+
+def test_submit_raises_when_no_thread_can_be_started(impl, monkeypatch):
+    """RLIMIT_NPROC, or a submit at interpreter shutdown on 3.12+: the
+    stdlib's submit raises the RuntimeError of Thread.start()."""
+    import threading
+    pool = IMPLEMENTATIONS[impl](1, mp_context=forkserver())
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(threading.Thread, "start", _refuse_thread_start)
+            with pytest.raises(RuntimeError, match="can't start new thread"):
+                pool.submit(rs.add, 1, 2)
+    finally:
+        if impl == "stdlib":
+            _kill_stdlib_workers(pool)
+            pool.shutdown(wait=False)
+        else:
+            pool.shutdown(wait=True)
+
+
+@pytest.mark.nativepool_only
+def test_pool_works_once_a_thread_can_be_started_again(monkeypatch):
+    """The failed start leaves nothing half-made behind: no worker without
+    a collector (whose tasks would hang), no orphan process; the next
+    submit starts the collector and runs.  (The stdlib's pool keeps the
+    unstarted thread and hangs here.)"""
+    import threading
+    pool = np.ProcessPool(2, mp_context=forkserver())
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(threading.Thread, "start", _refuse_thread_start)
+            for _ in range(3):
+                with pytest.raises(RuntimeError, match="can't start new thread"):
+                    pool.submit(rs.add, 1, 2)
+            assert pool._processes == {}
+        fs = [pool.submit(rs.add, i, 1) for i in range(10)]
+        assert [f.result(timeout=HANG_TIMEOUT) for f in fs] == list(range(1, 11))
+    finally:
+        pool.shutdown(wait=True)
+
+
+@pytest.mark.nativepool_only
+def test_concurrent_submits_whose_spawns_fail_never_leave_a_task_pending():
+    """Two submits start a worker each, at the same time, and both starts
+    fail.  The first to give up saw the other still trying, so it kept its
+    task pending for that worker; the other, the last, raised and took back
+    only its own task: the first task waited forever.  Each task must now
+    be refused (submit raises) or failed (its future done)."""
+    import threading
+    from concurrent.futures.process import BrokenProcessPool
+    barrier = threading.Barrier(2, timeout=HANG_TIMEOUT)
+
+    def spawn():
+        barrier.wait()        # both submits are inside their spawn hook
+        raise RuntimeError("can't start new thread")
+
+    core = np._nativepool._ProcCore(2, spawn, BrokenProcessPool)
+    results = [None, None]
+
+    def submit(i):
+        try:
+            results[i] = core.submit(b"not run")
+        except RuntimeError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(HANG_TIMEOUT)
+    for r in results:
+        if isinstance(r, BaseException):
+            assert isinstance(r, RuntimeError)
+        else:
+            # A hang guard: the future must be done already, not pending.
+            assert r.done(), "a submitted task was left pending with no worker"
+            assert isinstance(r.exception(timeout=0), RuntimeError)
+    core._shutdown()

@@ -506,17 +506,32 @@ core_submit(PyObject *op, PyObject *args, PyObject *kwargs)
     }
     if (spawn) {
         PyObject *r = PyObject_CallNoArgs(c->spawn);
+        if (r != NULL) {
+            np_mutex_lock(&c->mutex);
+            c->nspawning--;
+            np_mutex_unlock(&c->mutex);
+            Py_DECREF(r);
+            return (PyObject *)f;
+        }
+        PyObject *exc = np_fetch_exception();
         np_mutex_lock(&c->mutex);
         c->nspawning--;
-        int alone = r == NULL && c->nlive == 0 && c->nspawning == 0;
+        /* No worker, and no other start under way: nothing will ever run
+         * what is pending.  Take our task back (submit raises, as the
+         * stdlib's does when it cannot start its thread or a process), and
+         * every other pending one, which fails with the same error: a
+         * submit that gave up earlier, while our start was still under
+         * way, left its task for the worker we did not get. */
+        int alone = c->nlive == 0 && c->nspawning == 0;
+        int found = 0;
+        np_future *orphans = NULL;
+        if (alone) {
+            found = np_proc_unlink_pending(c, (PyObject *)f, 0);
+            orphans = np_proc_take_pending(c);
+        }
         np_mutex_unlock(&c->mutex);
-        if (r == NULL && alone) {
-            /* No worker will ever run it: take it back and raise.  It is
-             * still pending unless another thread took it meanwhile. */
-            PyObject *exc = np_fetch_exception();
-            np_mutex_lock(&c->mutex);
-            int found = np_proc_unlink_pending(c, (PyObject *)f, 0);
-            np_mutex_unlock(&c->mutex);
+        if (alone) {
+            np_proc_fail_list(c, orphans, exc);
             if (found) {
                 Py_DECREF(f);   /* the list's */
             }
@@ -525,14 +540,10 @@ core_submit(PyObject *op, PyObject *args, PyObject *kwargs)
             Py_DECREF(f);
             return NULL;
         }
-        if (r == NULL) {
-            /* Other workers will run it; the spawn failure is logged. */
-            PyObject *exc = np_fetch_exception();
-            np_log_exc(c->st->np_logger, "error",
-                       "could not start a ProcessPool worker", NULL, exc);
-            Py_XDECREF(exc);
-        }
-        Py_XDECREF(r);
+        /* Other workers will run it; the spawn failure is logged. */
+        np_log_exc(c->st->np_logger, "error",
+                   "could not start a ProcessPool worker", NULL, exc);
+        Py_XDECREF(exc);
     }
     return (PyObject *)f;
 }

@@ -168,6 +168,13 @@ int np_proc_unlink_pending(proc_core *c, PyObject *f, int requeued_only);
 /* procpool_workers.c: the manager's methods of the core. */
 enum { ABANDON_CANCEL, ABANDON_FAIL, ABANDON_ALL };
 void np_proc_abandon_pending(proc_core *c, int how);
+/* core->mutex held: unlink the whole pending list and return it (its
+ * references go to the caller). */
+np_future *np_proc_take_pending(proc_core *c);
+/* Fail every future of a list np_proc_take_pending returned with exc
+ * (borrowed), or leave one alone that is done already (cancelled: waiters
+ * told); drops the list's references.  GIL held, no lock. */
+void np_proc_fail_list(proc_core *c, np_future *list, PyObject *exc);
 PyObject *np_proc_attach(PyObject *op, PyObject *args);
 PyObject *np_proc_slot_gone(PyObject *op, PyObject *args);
 PyObject *np_proc_replace(PyObject *op, PyObject *ignored);

@@ -310,6 +310,35 @@ np_proc_abandon_pending(proc_core *c, int how)
     }
 }
 
+np_future *
+np_proc_take_pending(proc_core *c)
+{
+    np_future *list = c->head;
+    c->head = c->tail = NULL;
+    c->npending = 0;
+    return list;
+}
+
+void
+np_proc_fail_list(proc_core *c, np_future *list, PyObject *exc)
+{
+    while (list != NULL) {
+        np_future *f = list;
+        list = next_future(f);
+        f->task.base.next = NULL;
+        np_proc_task_close_fds(np_proc_future_task(f));
+        /* A requeued task is RUNNING already; a pending one starts (or, if
+         * cancelled meanwhile, its waiters are told) before it fails. */
+        if (np_proc_future_task(f)->requeued || np_future_set_running(c->st, f) > 0) {
+            np_future_finish_exception(c->st, f, exc);
+        }
+        else {
+            PyErr_Clear();   /* cancelled (or logged by set_running) */
+        }
+        Py_DECREF(f);
+    }
+}
+
 /* No new tasks; give the pending ones back (how: as
  * np_proc_abandon_pending, or -1 to leave them to run); with terminate,
  * every live worker is about to be signalled, so its task fails even if it
