@@ -218,3 +218,71 @@ def test_concurrent_submits_whose_spawns_fail_never_leave_a_task_pending():
             assert r.done(), "a submitted task was left pending with no worker"
             assert isinstance(r.exception(timeout=0), RuntimeError)
     core._shutdown()
+
+
+# ---- 3. an unguarded script: workers that die while starting ----------------
+
+# With spawn or forkserver every worker imports the main module: a script
+# that creates its pool and submits at top level, without the
+# `if __name__ == "__main__":` guard, starts a pool in each worker, which
+# multiprocessing refuses there (a RuntimeError and its traceback), so the
+# worker dies before it takes a task.  The stdlib's pool breaks at the first
+# such death; ours used to start a replacement forever, a traceback each.
+UNGUARDED_SCRIPT = """
+import concurrent.futures as cf, multiprocessing
+from concurrent.futures.process import BrokenProcessPool
+import nativepool as np
+
+def add(a, b):
+    return a + b
+
+pool = {pool}(2, mp_context=multiprocessing.get_context("{method}"))
+fs = [pool.submit(add, i, 1) for i in range(4)]
+for f in fs:
+    try:
+        print("result:", f.result())
+    except BrokenProcessPool as exc:
+        print("broken:", exc)
+try:
+    pool.submit(add, 1, 2)
+    print("later submit: accepted")
+except BrokenProcessPool as exc:
+    print("later submit: broken:", exc)
+pool.shutdown()
+print("done")
+"""
+
+
+def run_file(path, timeout):
+    """Run a script file in a new session; on timeout (a hang guard) kill
+    the whole session, workers and forkserver included, and fail."""
+    proc = subprocess.Popen([sys.executable, str(path)], cwd=str(path.parent),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        out, err = proc.communicate()
+        pytest.fail("the script hung (>%ss); stderr has %d tracebacks:\n%s"
+                    % (timeout, err.count("Traceback (most recent call last)"),
+                       err[-3000:]))
+    return proc.returncode, out, err
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_unguarded_script_breaks_the_pool_fast(impl, method, tmp_path):
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT.format(pool=POOL_EXPR[impl], method=method))
+    rc, out, err = run_file(script, timeout=4 * HANG_TIMEOUT)
+    assert rc == 0, (out, err)
+    lines = out.splitlines()
+    assert "done" in lines, out
+    assert not [l for l in lines if l.startswith("result:")], out
+    assert len([l for l in lines if l.startswith("broken:")]) == 4, out
+    assert any(l.startswith("later submit: broken:") for l in lines), out
+    # One traceback per worker that died (a few: the pool stops starting
+    # them), not one per respawn forever.
+    assert err.count("Traceback (most recent call last)") <= 8, err[-3000:]
+    if impl == "nativepool":
+        assert 'if __name__ == "__main__":' in out, out

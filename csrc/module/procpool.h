@@ -122,6 +122,8 @@ typedef struct {
     Py_ssize_t npending;
     uint64_t next_id;
     uint64_t completed;
+    int startup_deaths;      /* workers in a row that died before reading
+                              * anything of the task sent to them */
     int closed;              /* shutdown: no new tasks */
     int collecting;          /* a thread is inside _collect */
     _Atomic int changed;     /* the set of live slots changed */

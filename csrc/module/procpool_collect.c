@@ -119,6 +119,7 @@ handle_reply(proc_core *c, proc_slot *s, char *msg, size_t len,
     }
     s->running = NULL;
     c->completed++;
+    c->startup_deaths = 0;
     int stop = s->left == 0 || (c->closed && c->head == NULL);
     if (stop) {
         s->state = SLOT_STOPPING;

@@ -7,6 +7,42 @@
 
 #include <unistd.h>
 
+/* Workers that die before they take a task, STARTUP_DEATHS of them in a
+ * row, break the pool: such a worker never reached its loop, and its
+ * replacement will not either.  The usual cause is a script without the
+ * main guard, which each spawn or forkserver worker runs again on import
+ * (multiprocessing refuses the pool it starts there, and the worker dies
+ * with a traceback); a pool that replaced them forever would print
+ * tracebacks forever and never finish a task. */
+#define STARTUP_DEATHS 3
+#define STARTUP_MESSAGE \
+    "3 worker processes in a row died while starting, before they could " \
+    "run a task: the process pool is not usable anymore.  With the " \
+    "'spawn' and 'forkserver' start methods every worker imports the main " \
+    "module: a script that creates a ProcessPool and submits to it at its " \
+    "top level must do so under if __name__ == \"__main__\": (see \"Safe " \
+    "importing of main module\" in the multiprocessing documentation)"
+
+static void close_core(proc_core *c, int how, int terminate);
+
+/* The pool cannot go on: message (and cause, or NULL) for every later
+ * submit and every pending task, which fail with BrokenProcessPool; running
+ * tasks finish, then the workers stop.  The first reason stands.  0 or -1. */
+static int
+break_pool(proc_core *c, const char *message, PyObject *cause)
+{
+    if (c->broken == NULL) {
+        PyObject *msg = PyUnicode_FromString(message);
+        if (msg == NULL) {
+            return -1;
+        }
+        c->broken = msg;
+        c->broken_cause = cause ? Py_NewRef(cause) : NULL;
+    }
+    close_core(c, ABANDON_FAIL, 0);
+    return 0;
+}
+
 /* core._attach(channel, pid) -> slot index: a started worker joins. */
 PyObject *
 np_proc_attach(PyObject *op, PyObject *args)
@@ -129,6 +165,7 @@ np_proc_slot_gone(PyObject *op, PyObject *args)
      * taking the GIL back while holding send_lock would wait for the GIL
      * under one of our locks. */
     int broken = c->broken != NULL;
+    int startup_broken = 0;
     np_future *f;
     int reason;
     PyObject *chanobj;
@@ -137,12 +174,21 @@ np_proc_slot_gone(PyObject *op, PyObject *args)
     np_mutex_lock(&c->mutex);
     f = s->running;
     reason = s->kill_reason;
-    if (f != NULL && reason == KILL_NONE && !broken &&
-        (s->sent_id != np_proc_future_task(f)->id ||
-         np_chan_peer_read_pos(s->ch) < s->sent_end)) {
-        /* Never sent whole, or not read whole: fn never started. */
-        requeue(c, f);
-        f = NULL;
+    uint64_t read = np_chan_peer_read_pos(s->ch);
+    if (f != NULL && reason == KILL_NONE && !broken) {
+        if (read == 0) {
+            /* It died before reading a byte of its first task: it never
+             * got as far as its loop (see STARTUP_DEATHS). */
+            startup_broken = ++c->startup_deaths >= STARTUP_DEATHS;
+        }
+        if (s->sent_id != np_proc_future_task(f)->id || read < s->sent_end) {
+            /* Never sent whole, or not read whole: fn never started. */
+            requeue(c, f);
+            f = NULL;
+        }
+    }
+    if (read > 0) {
+        c->startup_deaths = 0;   /* this one did take a task */
     }
     s->running = NULL;
     s->state = SLOT_FREE;
@@ -179,6 +225,9 @@ np_proc_slot_gone(PyObject *op, PyObject *args)
             err = Py_NewRef(exc);
         }
         fail_task(c, f, err);   /* and the slot's reference */
+    }
+    if (startup_broken && break_pool(c, STARTUP_MESSAGE, NULL) < 0) {
+        return NULL;
     }
     Py_RETURN_NONE;
 }
