@@ -286,3 +286,178 @@ def test_unguarded_script_breaks_the_pool_fast(impl, method, tmp_path):
     assert err.count("Traceback (most recent call last)") <= 8, err[-3000:]
     if impl == "nativepool":
         assert 'if __name__ == "__main__":' in out, out
+
+
+# ---- 4. os.fork() with tasks in flight -------------------------------------
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+FORK_PRELUDE = """
+import multiprocessing, os, sys, threading, time, warnings
+warnings.simplefilter("ignore", DeprecationWarning)   # 3.12+: fork() with threads
+sys.path.insert(0, %r)
+import reliability_support as rs
+from concurrent.futures.process import BrokenProcessPool
+
+def wait_child(pid, timeout=60):
+    # A hang guard: a child that hangs is killed and reported as "hung".
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rpid, status = os.waitpid(pid, os.WNOHANG)
+        if rpid:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return "hung"
+""" % TESTS_DIR
+
+
+@pytest.mark.nativepool_only
+@needs_fork
+def test_fork_child_fails_the_parents_futures(tmp_path):
+    """In a child of os.fork() the pool's workers and channels are the
+    parent's: its copies of the running and pending futures fail with
+    BrokenProcessPool (as a ThreadPool's fail with BrokenThreadPool),
+    callbacks run, and submit raises BrokenProcessPool; the parent's pool
+    is untouched.  (The stdlib's futures stay pending in the child.)"""
+    gate = str(tmp_path / "gate")
+    proc = run_script(FORK_PRELUDE + """
+gate = %r
+pool = np.ProcessPool(1, mp_context=multiprocessing.get_context("forkserver"))
+running = pool.submit(rs.wait_for_file, gate)
+while pool._core._stats()["running"] < 1:
+    time.sleep(0.005)
+pending = [pool.submit(rs.add, i, 1) for i in range(3)]
+seen = []
+pending[0].add_done_callback(lambda f: seen.append(type(f.exception()).__name__))
+pid = os.fork()
+if pid == 0:
+    code = 0
+    named = [("running", running)] + [("pending%%d" %% i, f) for i, f in enumerate(pending)]
+    for name, f in named:
+        try:
+            f.result(timeout=10)     # a hang guard
+            print("child:", name, "returned", flush=True)
+            code = 1
+        except BrokenProcessPool:
+            print("child:", name, "broken", flush=True)
+        except BaseException as e:
+            print("child:", name, "error", repr(e), flush=True)
+            code = 2
+    try:
+        pool.submit(rs.add, 1, 1)
+        print("child: submit accepted", flush=True)
+        code = 3
+    except BrokenProcessPool:
+        print("child: submit broken", flush=True)
+    print("child: callback saw", seen, flush=True)
+    os._exit(code)
+print("child rc", wait_child(pid), flush=True)
+open(gate, "w").close()
+print("parent", running.result(30) == gate, [f.result(30) for f in pending], flush=True)
+pool.shutdown()
+""" % gate, timeout=2 * HANG_TIMEOUT)
+    out = proc.stdout
+    assert proc.returncode == 0, (out, proc.stderr)
+    for name in ("running", "pending0", "pending1", "pending2"):
+        assert "child: %s broken" % name in out, out
+    assert "child: submit broken" in out, out
+    assert "child: callback saw ['BrokenProcessPool']" in out, out
+    assert "child rc 0" in out, out
+    assert "parent True [1, 2, 3]" in out, out
+
+
+@pytest.mark.nativepool_only
+@needs_fork
+def test_fork_while_tasks_flow_never_leaves_a_future_pending_in_the_child():
+    """Forks that land anywhere: while a feeder thread submits (a sender
+    may hold a channel's lock) and the collector completes tasks (it may
+    hold the core's or a future's lock, or be between taking a reply and
+    finishing its future).  In each child every future the parent had
+    submitted is done, or becomes done at once, and submit raises."""
+    proc = run_script(FORK_PRELUDE + """
+pool = np.ProcessPool(2, mp_context=multiprocessing.get_context("forkserver"))
+inflight = []
+stop = threading.Event()
+def feeder():
+    # It waits by polling done(), which takes no lock: a thread inside
+    # result() (unpickling under the future's lock) or wait() at the fork
+    # would leave that future's lock held in the child, for nativepool's
+    # futures as for the stdlib's (whose _condition is not reset at fork
+    # either); this test is about the pool's own threads and locks.
+    while not stop.is_set():
+        fs = [pool.submit(rs.add, i, 1) for i in range(20)]
+        inflight[:] = fs
+        deadline = time.monotonic() + 30          # a hang guard
+        while not all(f.done() for f in fs) and time.monotonic() < deadline:
+            time.sleep(0.0005)
+t = threading.Thread(target=feeder)
+t.start()
+while not inflight:
+    time.sleep(0.001)
+bad = []
+for k in range(20):
+    time.sleep(0.002 * (k % 5))     # land at different points of the flow
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        deadline = time.monotonic() + 10   # a hang guard: they must be done
+        for f in list(inflight):
+            try:
+                f.exception(timeout=max(0, deadline - time.monotonic()))
+            except BaseException as e:
+                print("child", k, "future", repr(e), flush=True)
+                code = 1
+                break
+        try:
+            pool.submit(rs.add, 1, 1)
+            code = 2
+        except BrokenProcessPool:
+            pass
+        except BaseException as e:
+            print("child", k, "submit", repr(e), flush=True)
+            code = 3
+        os._exit(code)
+    rc = wait_child(pid)
+    if rc != 0:
+        bad.append((k, rc))
+        break
+stop.set()
+t.join(60)
+pool.shutdown()
+print("bad", bad, flush=True)
+""", timeout=4 * HANG_TIMEOUT)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert "bad []" in proc.stdout, (proc.stdout, proc.stderr)
+
+
+@needs_fork
+def test_fork_started_workers_leave_the_parents_futures_alone(impl, tmp_path):
+    """The "fork" start method forks the pool's own workers: those children
+    run tasks, not the parent's code, so the parent's pending futures must
+    not fail (nor run their callbacks) in them."""
+    gate, log = str(tmp_path / "gate"), str(tmp_path / "log")
+
+    def note(f):
+        with open(log, "a") as fh:
+            fh.write("%d %s\n" % (os.getpid(), type(f.exception()).__name__))
+
+    pool = IMPLEMENTATIONS[impl](3, mp_context=multiprocessing.get_context("fork"))
+    try:
+        first = pool.submit(rs.wait_for_file, gate)
+        first.add_done_callback(note)
+        # More workers are forked while `first` is pending with a callback
+        # (the stdlib starts them all at its first submit).
+        more = [pool.submit(rs.wait_for_file, gate) for _ in range(2)]
+        more[0].add_done_callback(note)
+        with open(gate, "w"):
+            pass
+        assert [f.result(timeout=HANG_TIMEOUT) for f in [first] + more] == [gate] * 3
+    finally:
+        with open(gate, "a"):
+            pass
+        pool.shutdown(wait=True)
+    with open(log) as fh:
+        lines = sorted(fh.read().split("\n"))[1:]
+    assert lines == ["%d NoneType" % os.getpid()] * 2, lines

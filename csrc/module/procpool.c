@@ -301,6 +301,25 @@ np_proc_feed_slot(proc_core *c, proc_slot *s, np_worker_ctx *ctx)
     }
 }
 
+/* ---- starting workers ----------------------------------------------------- */
+
+static _Thread_local int in_spawn;
+
+PyObject *
+np_proc_call_spawn(proc_core *c)
+{
+    in_spawn++;
+    PyObject *r = PyObject_CallNoArgs(c->spawn);
+    in_spawn--;
+    return r;
+}
+
+int
+np_proc_in_spawn(void)
+{
+    return in_spawn > 0;
+}
+
 /* ---- submitting ----------------------------------------------------------------- */
 
 /* core->mutex held: take f out of the pending list (the list's reference
@@ -505,7 +524,7 @@ core_submit(PyObject *op, PyObject *args, PyObject *kwargs)
         return (PyObject *)f;
     }
     if (spawn) {
-        PyObject *r = PyObject_CallNoArgs(c->spawn);
+        PyObject *r = np_proc_call_spawn(c);
         if (r != NULL) {
             np_mutex_lock(&c->mutex);
             c->nspawning--;

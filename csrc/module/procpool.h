@@ -124,6 +124,12 @@ typedef struct {
     uint64_t completed;
     int startup_deaths;      /* workers in a row that died before reading
                               * anything of the task sent to them */
+    /* The future the collector is completing (it has left its slot, and
+     * is not done yet), and the collector's thread: a fork child fails it
+     * too.  Written by the collector alone, read only in a fork child. */
+    np_future *finishing;
+    unsigned long finishing_thread;
+    _Atomic int forked;      /* this is a fork child's copy of the pool */
     int closed;              /* shutdown: no new tasks */
     int collecting;          /* a thread is inside _collect */
     _Atomic int changed;     /* the set of live slots changed */
@@ -160,6 +166,12 @@ next_future(np_future *f)
     np_task *t = f->task.base.next;
     return t ? NP_TASK_FUTURE(t) : NULL;
 }
+
+/* procpool.c: call the spawn hook (a new reference or NULL).  While it
+ * runs, this thread is starting a worker: a fork it makes (the "fork"
+ * start method) is one of our workers, not a user's child. */
+PyObject *np_proc_call_spawn(proc_core *c);
+int np_proc_in_spawn(void);
 
 /* procpool.c, for procpool_workers.c. */
 void np_proc_ring_control(proc_core *c);   /* wake the collector */

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -120,6 +121,8 @@ handle_reply(proc_core *c, proc_slot *s, char *msg, size_t len,
     s->running = NULL;
     c->completed++;
     c->startup_deaths = 0;
+    c->finishing = f;   /* the core's reference, until np_proc_drop_ref */
+    c->finishing_thread = (unsigned long)pthread_self();
     int stop = s->left == 0 || (c->closed && c->head == NULL);
     if (stop) {
         s->state = SLOT_STOPPING;
@@ -147,6 +150,7 @@ handle_reply(proc_core *c, proc_slot *s, char *msg, size_t len,
     }
     np_future_finish_native(c->st, f, ctx);
     np_proc_close_fds(task_fds, task_nfds);
+    c->finishing = NULL;   /* before the reference goes (a fork child reads it) */
     np_proc_drop_ref(c->st, f, ctx);
     return EV_NONE;
 }
@@ -170,6 +174,11 @@ drain_slot(proc_core *c, proc_slot *s, np_worker_ctx *ctx, char **init_msg,
            size_t *init_len)
 {
     for (;;) {
+        /* A done callback that forked, and we are its child: the channels
+         * are the parent's (forgotten by _forked); read nothing more. */
+        if (atomic_load_explicit(&c->forked, memory_order_relaxed)) {
+            return EV_NONE;
+        }
         size_t size;
         int r = np_chan_recv_size(s->ch, &size, 0);
         if (r == NP_ETIMEDOUT || r == NP_EINTR) {
@@ -275,6 +284,9 @@ np_proc_collect(PyObject *op, PyObject *Py_UNUSED(ignored))
     size_t init_len = 0;
     atomic_store(&c->changed, 1);
     while (ev == EV_NONE) {
+        if (atomic_load_explicit(&c->forked, memory_order_relaxed)) {
+            break;   /* a fork child's copy (see drain_slot): done, None */
+        }
         int64_t deadline;
         np_mutex_lock(&c->mutex);
         ev = plan(c, &w, &deadline, &slot, &done);
@@ -297,7 +309,7 @@ np_proc_collect(PyObject *op, PyObject *Py_UNUSED(ignored))
             }
         }
         for (int j = 0; j < w.nchans && ev == EV_NONE; j++) {
-            if (w.ready[j]) {
+            if (w.ready[j] && !atomic_load_explicit(&c->forked, memory_order_relaxed)) {
                 slot = w.idx[j];
                 ev = drain_slot(c, &c->slots[slot], &ctx, &init_msg, &init_len);
             }
