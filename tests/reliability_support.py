@@ -51,3 +51,15 @@ class Obj:
 
 def make_payload(n=0):
     return Payload(n)
+
+
+def identity_n(payload):
+    return payload.n
+
+
+class PayloadError(Exception):
+    pass
+
+
+def raise_payload_error(n):
+    raise PayloadError(n)

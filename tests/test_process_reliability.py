@@ -461,3 +461,43 @@ def test_fork_started_workers_leave_the_parents_futures_alone(impl, tmp_path):
     with open(log) as fh:
         lines = sorted(fh.read().split("\n"))[1:]
     assert lines == ["%d NoneType" % os.getpid()] * 2, lines
+
+
+# ---- 5. a finished task's objects are released promptly --------------------
+
+def released(wr):
+    """Poll (a hang guard, not a timing) until wr's object is gone, with no
+    pool call meanwhile: the stdlib's manager thread drops its work item
+    just after it sets the result, ours lets go once it is idle."""
+    return wait_until(lambda: gc.collect() >= 0 and wr() is None)
+
+
+def test_task_function_and_arguments_are_released_once_done(impl):
+    with IMPLEMENTATIONS[impl](1, mp_context=forkserver()) as pool:
+        assert pool.submit(rs.add, 1).result(timeout=HANG_TIMEOUT) == 1
+        obj = rs.Obj(5)
+        arg = rs.Payload(7)
+        wr_obj, wr_arg = weakref.ref(obj), weakref.ref(arg)
+        f = pool.submit(obj.method, 2)
+        g = pool.submit(rs.identity_n, arg)
+        del obj, arg
+        assert f.result(timeout=HANG_TIMEOUT) == 7
+        assert g.result(timeout=HANG_TIMEOUT) == 7
+        assert released(wr_obj), "the task's function (a bound method) lingers"
+        assert released(wr_arg), "the task's argument lingers"
+
+
+def test_result_is_released_once_the_future_is_dropped(impl):
+    with IMPLEMENTATIONS[impl](1, mp_context=forkserver()) as pool:
+        assert pool.submit(rs.add, 1).result(timeout=HANG_TIMEOUT) == 1
+        f = pool.submit(rs.make_payload, 3)
+        r = f.result(timeout=HANG_TIMEOUT)
+        wr = weakref.ref(r)
+        del r, f
+        assert released(wr), "the result lingers after the future is dropped"
+        # An exception too (its traceback makes cycles: the GC frees them).
+        f = pool.submit(rs.raise_payload_error, 4)
+        exc = f.exception(timeout=HANG_TIMEOUT)
+        wr = weakref.ref(exc)
+        del exc, f
+        assert released(wr), "the exception lingers after the future is dropped"

@@ -52,6 +52,9 @@ task_result(void *arg)
     np_proc_task_close_fds(t);
     free(t->msg);
     t->msg = t->reply = NULL;
+    /* The worker has answered: the task is never sent again, so its
+     * pickled call goes now, not with the future. */
+    Py_CLEAR(t->payload);
     if (v == NULL || t->status == ST_OK) {
         return v;
     }
