@@ -49,6 +49,25 @@
  * no send is inside the channel it closes, and bumps slot->gen, so a send
  * claimed before the death never reaches the slot's next worker.
  *
+ * Releases: the collector drops the core's reference to a finished future
+ * onto the reclaim stack (it lacks the GIL); once it has been idle for a
+ * millisecond it takes the GIL and drains the stack, so a task's objects
+ * go soon after it is done even if no pool call follows (the stdlib frees
+ * its work item at once).  The reply's reader drops the pickled call.
+ *
+ * Workers that die before reading anything of the task sent to them,
+ * 3 in a row, break the pool (procpool_workers.c: STARTUP_DEATHS): the
+ * unguarded-main-module script would otherwise respawn them forever.
+ *
+ * In a fork child (core._forked) the copies of the parent's running and
+ * pending futures fail with BrokenProcessPool and submit raises it; the
+ * locks a parent thread may have held are reset, and the channels
+ * forgotten, never closed.  A fork made by our own spawn hook (the "fork"
+ * start method) is a worker: it leaves the futures alone.
+ *
+ * Python objects are never built, and Python code never runs, under
+ * core->mutex or a send_lock; neither is held while waiting for the GIL.
+ *
  * Lock order: slot->send_lock, then core->mutex, then nothing.
  * slot->send_lock is taken without the GIL (or with it, by a submit's
  * trylock: the holder never needs the GIL while it holds it).

@@ -474,8 +474,11 @@ fail_in_child(proc_core *c, np_future *f)
         np_proc_task_close_fds(t);   /* our copies */
     }
     uint32_t state = NPF_STATE(atomic_load(&f->state));
+    /* PENDING starts first; CANCELLED only has its waiters told; a done
+     * future (the collector finished it just before the fork) stays. */
     if (state == NPF_RUNNING ||
-        (state != NPF_FINISHED && np_future_set_running(c->st, f) > 0)) {
+        ((state == NPF_PENDING || state == NPF_CANCELLED) &&
+         np_future_set_running(c->st, f) > 0)) {
         PyObject *exc = np_proc_broken_exception(c);
         np_future_finish_exception(c->st, f, exc);   /* NULL: that error */
         Py_XDECREF(exc);
