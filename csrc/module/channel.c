@@ -5,25 +5,40 @@
  * call releases the GIL, takes a timeout, and turns EINTR into Python
  * signal handling (Ctrl-C) before it resumes.
  *
- * Threads: np_chan allows one reader and one writer at a time; two mutexes
- * (taken with the GIL released) serialize the rest.  A message interrupted
- * part-way (an exception from a signal handler, or a timeout while a long
- * message streams) cannot be resumed from Python with other data, so it
- * leaves the channel broken: every later call raises.
+ * Threads: np_chan allows one reader and one writer at a time; two locks
+ * serialize the rest.  A message interrupted part-way (an exception from a
+ * signal handler, or a timeout while a long message streams) cannot be
+ * resumed from Python with other data, so it leaves the channel broken:
+ * every later call raises.
+ *
+ * A send or recv holds its lock for the whole message, and so across what
+ * may run Python: the signal handlers between waits, taking the GIL back.
+ * That is safe because of two rules (chan_lock below): a thread that must
+ * wait for the lock waits with the GIL released (so its holder can always
+ * take the GIL back), and a thread never waits for a lock it holds itself
+ * (a signal handler or a finalizer that uses the same channel from inside
+ * a send/recv of it): that raises RuntimeError instead of deadlocking.
  */
 #include "np_module.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "np_chan.h"
 
+/* One direction's lock: a mutex and its holder (pthread_self(), or 0). */
+typedef struct {
+    np_mutex mutex;
+    _Atomic unsigned long owner;
+} chan_lock;
+
 typedef struct {
     PyObject_HEAD
     np_chan *ch;
-    np_mutex send_lock, recv_lock;
+    chan_lock send_lock, recv_lock;
     int broken;              /* a message was left half-sent or half-read */
 } np_channel;
 
@@ -33,6 +48,49 @@ static PyTypeObject *
 channel_type(PyObject *module)
 {
     return ((np_state *)PyModule_GetState(module))->channel_type;
+}
+
+static unsigned long
+self_id(void)
+{
+    return (unsigned long)pthread_self();
+}
+
+/* Take l (GIL held; released only while waiting).  -1 with RuntimeError if
+ * this thread holds it already: it is inside a send/recv of this channel,
+ * and a signal handler or a finalizer is using the channel again. */
+static int
+chan_lock_take(chan_lock *l, const char *what)
+{
+    unsigned long me = self_id();
+    if (atomic_load_explicit(&l->owner, memory_order_relaxed) == me) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "reentrant %s: this thread is already inside a %s on "
+                     "this channel (a signal handler or a finalizer called it)",
+                     what, what);
+        return -1;
+    }
+    np_mutex_lock_blocking(&l->mutex);
+    atomic_store_explicit(&l->owner, me, memory_order_relaxed);
+    return 0;
+}
+
+/* 1 if l was free and is now ours, without waiting. */
+static int
+chan_lock_try(chan_lock *l)
+{
+    if (!np_mutex_trylock(&l->mutex)) {
+        return 0;
+    }
+    atomic_store_explicit(&l->owner, self_id(), memory_order_relaxed);
+    return 1;
+}
+
+static void
+chan_lock_release(chan_lock *l)
+{
+    atomic_store_explicit(&l->owner, 0, memory_order_relaxed);
+    np_mutex_unlock(&l->mutex);
 }
 
 /* Raise for a runtime code (not NP_OK / NP_EINTR). */
@@ -102,8 +160,10 @@ channel_new_from(PyTypeObject *tp, np_chan *ch)
         return NULL;
     }
     self->ch = ch;
-    self->send_lock = (np_mutex)NP_MUTEX_INIT;
-    self->recv_lock = (np_mutex)NP_MUTEX_INIT;
+    self->send_lock.mutex = (np_mutex)NP_MUTEX_INIT;
+    self->recv_lock.mutex = (np_mutex)NP_MUTEX_INIT;
+    atomic_init(&self->send_lock.owner, 0);
+    atomic_init(&self->recv_lock.owner, 0);
     self->broken = 0;
     return self;
 }
@@ -229,7 +289,10 @@ channel_send(PyObject *op, PyObject *args, PyObject *kwargs)
         PyBuffer_Release(&view);
         return NULL;
     }
-    np_mutex_lock_blocking(&self->send_lock);
+    if (chan_lock_take(&self->send_lock, "send") < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     int r;
     for (;;) {
         Py_BEGIN_ALLOW_THREADS
@@ -242,7 +305,7 @@ channel_send(PyObject *op, PyObject *args, PyObject *kwargs)
     if (r != NP_OK && np_chan_send_pending(ch)) {
         self->broken = 1;   /* part of it is in the ring */
     }
-    np_mutex_unlock(&self->send_lock);
+    chan_lock_release(&self->send_lock);
     PyBuffer_Release(&view);
     if (r == NP_OK) {
         Py_RETURN_NONE;
@@ -269,7 +332,9 @@ channel_recv(PyObject *op, PyObject *args, PyObject *kwargs)
     if (ch == NULL || np_parse_timeout(st, timeout, &deadline) < 0) {
         return NULL;
     }
-    np_mutex_lock_blocking(&self->recv_lock);
+    if (chan_lock_take(&self->recv_lock, "recv") < 0) {
+        return NULL;
+    }
     size_t size = 0;
     int r;
     PyObject *bytes = NULL;
@@ -305,7 +370,7 @@ channel_recv(PyObject *op, PyObject *args, PyObject *kwargs)
             }
         }
     }
-    np_mutex_unlock(&self->recv_lock);
+    chan_lock_release(&self->recv_lock);
     if (bytes == NULL && !PyErr_Occurred()) {
         raise_code(r == NP_OK ? NP_ENOMEM : r, 0);
     }
@@ -331,19 +396,19 @@ channel_close(PyObject *op, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     /* Another thread blocked in send/recv would use the mapping we free. */
-    if (!np_mutex_trylock(&self->send_lock)) {
+    if (!chan_lock_try(&self->send_lock)) {
         PyErr_SetString(PyExc_RuntimeError, "channel is in use by another thread");
         return NULL;
     }
-    if (!np_mutex_trylock(&self->recv_lock)) {
-        np_mutex_unlock(&self->send_lock);
+    if (!chan_lock_try(&self->recv_lock)) {
+        chan_lock_release(&self->send_lock);
         PyErr_SetString(PyExc_RuntimeError, "channel is in use by another thread");
         return NULL;
     }
     np_chan *ch = self->ch;
     self->ch = NULL;
-    np_mutex_unlock(&self->recv_lock);
-    np_mutex_unlock(&self->send_lock);
+    chan_lock_release(&self->recv_lock);
+    chan_lock_release(&self->send_lock);
     np_chan_close(ch);
     Py_RETURN_NONE;
 }

@@ -52,6 +52,9 @@ task_result(void *arg)
     np_proc_task_close_fds(t);
     free(t->msg);
     t->msg = t->reply = NULL;
+    /* The worker has answered: the task is never sent again, so its
+     * pickled call goes now, not with the future. */
+    Py_CLEAR(t->payload);
     if (v == NULL || t->status == ST_OK) {
         return v;
     }
@@ -301,6 +304,25 @@ np_proc_feed_slot(proc_core *c, proc_slot *s, np_worker_ctx *ctx)
     }
 }
 
+/* ---- starting workers ----------------------------------------------------- */
+
+static _Thread_local int in_spawn;
+
+PyObject *
+np_proc_call_spawn(proc_core *c)
+{
+    in_spawn++;
+    PyObject *r = PyObject_CallNoArgs(c->spawn);
+    in_spawn--;
+    return r;
+}
+
+int
+np_proc_in_spawn(void)
+{
+    return in_spawn > 0;
+}
+
 /* ---- submitting ----------------------------------------------------------------- */
 
 /* core->mutex held: take f out of the pending list (the list's reference
@@ -505,18 +527,33 @@ core_submit(PyObject *op, PyObject *args, PyObject *kwargs)
         return (PyObject *)f;
     }
     if (spawn) {
-        PyObject *r = PyObject_CallNoArgs(c->spawn);
+        PyObject *r = np_proc_call_spawn(c);
+        if (r != NULL) {
+            np_mutex_lock(&c->mutex);
+            c->nspawning--;
+            np_mutex_unlock(&c->mutex);
+            Py_DECREF(r);
+            return (PyObject *)f;
+        }
+        PyObject *exc = np_fetch_exception();
         np_mutex_lock(&c->mutex);
         c->nspawning--;
-        int alone = r == NULL && c->nlive == 0 && c->nspawning == 0;
+        /* No worker, and no other start under way: nothing will ever run
+         * what is pending.  Take our task back (submit raises, as the
+         * stdlib's does when it cannot start its thread or a process), and
+         * every other pending one, which fails with the same error: a
+         * submit that gave up earlier, while our start was still under
+         * way, left its task for the worker we did not get. */
+        int alone = c->nlive == 0 && c->nspawning == 0;
+        int found = 0;
+        np_future *orphans = NULL;
+        if (alone) {
+            found = np_proc_unlink_pending(c, (PyObject *)f, 0);
+            orphans = np_proc_take_pending(c);
+        }
         np_mutex_unlock(&c->mutex);
-        if (r == NULL && alone) {
-            /* No worker will ever run it: take it back and raise.  It is
-             * still pending unless another thread took it meanwhile. */
-            PyObject *exc = np_fetch_exception();
-            np_mutex_lock(&c->mutex);
-            int found = np_proc_unlink_pending(c, (PyObject *)f, 0);
-            np_mutex_unlock(&c->mutex);
+        if (alone) {
+            np_proc_fail_list(c, orphans, exc);
             if (found) {
                 Py_DECREF(f);   /* the list's */
             }
@@ -525,14 +562,10 @@ core_submit(PyObject *op, PyObject *args, PyObject *kwargs)
             Py_DECREF(f);
             return NULL;
         }
-        if (r == NULL) {
-            /* Other workers will run it; the spawn failure is logged. */
-            PyObject *exc = np_fetch_exception();
-            np_log_exc(c->st->np_logger, "error",
-                       "could not start a ProcessPool worker", NULL, exc);
-            Py_XDECREF(exc);
-        }
-        Py_XDECREF(r);
+        /* Other workers will run it; the spawn failure is logged. */
+        np_log_exc(c->st->np_logger, "error",
+                   "could not start a ProcessPool worker", NULL, exc);
+        Py_XDECREF(exc);
     }
     return (PyObject *)f;
 }
@@ -654,6 +687,9 @@ core_dealloc(PyObject *op)
     Py_DECREF(tp);
 }
 
+/* core._stats() -> dict.  The counters are copied under the mutex and the
+ * dict is built after it: an allocation may run the GC, and a finalizer
+ * that calls back into the pool (repr(pool), submit) takes the mutex. */
 static PyObject *
 core_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
@@ -663,34 +699,51 @@ core_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
     for (int i = 0; i < c->nslots; i++) {
         running += c->slots[i].running != NULL;
     }
-    PyObject *d = Py_BuildValue(
-        "{sisisnsisKsKsi}", "workers", c->nlive, "spawning", c->nspawning,
-        "pending", c->npending, "running", running, "submitted",
-        (unsigned long long)c->next_id, "completed",
-        (unsigned long long)c->completed, "closed", c->closed);
+    int nlive = c->nlive, nspawning = c->nspawning, closed = c->closed;
+    Py_ssize_t npending = c->npending;
+    unsigned long long submitted = c->next_id, completed = c->completed;
     np_mutex_unlock(&c->mutex);
-    return d;
+    return Py_BuildValue("{sisisnsisKsKsi}", "workers", nlive, "spawning",
+                         nspawning, "pending", npending, "running", running,
+                         "submitted", submitted, "completed", completed,
+                         "closed", closed);
 }
 
-/* core._slots() -> [(slot, pid, state)] for the live ones. */
+/* core._slots() -> [(slot, pid, busy)] for the slots in use: copied under
+ * the mutex into a C array, built into Python objects after it (see
+ * core_stats). */
 static PyObject *
 core_slots(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     proc_core *c = CORE(op);
-    PyObject *list = PyList_New(0);
+    struct { int slot; long pid; int busy; } *rows =
+        PyMem_Malloc((size_t)c->nslots * sizeof *rows);
+    if (rows == NULL) {
+        return PyErr_NoMemory();
+    }
+    int n = 0;
     np_mutex_lock(&c->mutex);
-    for (int i = 0; list != NULL && i < c->nslots; i++) {
+    for (int i = 0; i < c->nslots; i++) {
         proc_slot *s = &c->slots[i];
-        if (s->state == SLOT_FREE) {
-            continue;
+        if (s->state != SLOT_FREE) {
+            rows[n].slot = i;
+            rows[n].pid = s->pid;
+            rows[n].busy = s->running != NULL;
+            n++;
         }
-        PyObject *t = Py_BuildValue("(ili)", i, s->pid, s->running != NULL);
-        if (t == NULL || PyList_Append(list, t) < 0) {
-            Py_CLEAR(list);
-        }
-        Py_XDECREF(t);
     }
     np_mutex_unlock(&c->mutex);
+    PyObject *list = PyList_New(n);
+    for (int i = 0; list != NULL && i < n; i++) {
+        PyObject *t = Py_BuildValue("(ili)", rows[i].slot, rows[i].pid,
+                                    rows[i].busy);
+        if (t == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, t);
+    }
+    PyMem_Free(rows);
     return list;
 }
 

@@ -49,6 +49,25 @@
  * no send is inside the channel it closes, and bumps slot->gen, so a send
  * claimed before the death never reaches the slot's next worker.
  *
+ * Releases: the collector drops the core's reference to a finished future
+ * onto the reclaim stack (it lacks the GIL); once it has been idle for a
+ * millisecond it takes the GIL and drains the stack, so a task's objects
+ * go soon after it is done even if no pool call follows (the stdlib frees
+ * its work item at once).  The reply's reader drops the pickled call.
+ *
+ * Workers that die before reading anything of the task sent to them,
+ * 3 in a row, break the pool (procpool_workers.c: STARTUP_DEATHS): the
+ * unguarded-main-module script would otherwise respawn them forever.
+ *
+ * In a fork child (core._forked) the copies of the parent's running and
+ * pending futures fail with BrokenProcessPool and submit raises it; the
+ * locks a parent thread may have held are reset, and the channels
+ * forgotten, never closed.  A fork made by our own spawn hook (the "fork"
+ * start method) is a worker: it leaves the futures alone.
+ *
+ * Python objects are never built, and Python code never runs, under
+ * core->mutex or a send_lock; neither is held while waiting for the GIL.
+ *
  * Lock order: slot->send_lock, then core->mutex, then nothing.
  * slot->send_lock is taken without the GIL (or with it, by a submit's
  * trylock: the holder never needs the GIL while it holds it).
@@ -122,6 +141,14 @@ typedef struct {
     Py_ssize_t npending;
     uint64_t next_id;
     uint64_t completed;
+    int startup_deaths;      /* workers in a row that died before reading
+                              * anything of the task sent to them */
+    /* The future the collector is completing (it has left its slot, and
+     * is not done yet), and the collector's thread: a fork child fails it
+     * too.  Written by the collector alone, read only in a fork child. */
+    np_future *finishing;
+    unsigned long finishing_thread;
+    _Atomic int forked;      /* this is a fork child's copy of the pool */
     int closed;              /* shutdown: no new tasks */
     int collecting;          /* a thread is inside _collect */
     _Atomic int changed;     /* the set of live slots changed */
@@ -159,6 +186,12 @@ next_future(np_future *f)
     return t ? NP_TASK_FUTURE(t) : NULL;
 }
 
+/* procpool.c: call the spawn hook (a new reference or NULL).  While it
+ * runs, this thread is starting a worker: a fork it makes (the "fork"
+ * start method) is one of our workers, not a user's child. */
+PyObject *np_proc_call_spawn(proc_core *c);
+int np_proc_in_spawn(void);
+
 /* procpool.c, for procpool_workers.c. */
 void np_proc_ring_control(proc_core *c);   /* wake the collector */
 PyObject *np_proc_broken_exception(proc_core *c);
@@ -168,6 +201,13 @@ int np_proc_unlink_pending(proc_core *c, PyObject *f, int requeued_only);
 /* procpool_workers.c: the manager's methods of the core. */
 enum { ABANDON_CANCEL, ABANDON_FAIL, ABANDON_ALL };
 void np_proc_abandon_pending(proc_core *c, int how);
+/* core->mutex held: unlink the whole pending list and return it (its
+ * references go to the caller). */
+np_future *np_proc_take_pending(proc_core *c);
+/* Fail every future of a list np_proc_take_pending returned with exc
+ * (borrowed), or leave one alone that is done already (cancelled: waiters
+ * told); drops the list's references.  GIL held, no lock. */
+void np_proc_fail_list(proc_core *c, np_future *list, PyObject *exc);
 PyObject *np_proc_attach(PyObject *op, PyObject *args);
 PyObject *np_proc_slot_gone(PyObject *op, PyObject *args);
 PyObject *np_proc_replace(PyObject *op, PyObject *ignored);

@@ -10,8 +10,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <unistd.h>
+
+/* How long the collector stays idle before it drains the reclaim stack. */
+#define IDLE_DRAIN_NS ((int64_t)1000000)   /* 1 ms */
 
 /* What drain_slot found. */
 enum { EV_NONE = 0, EV_GONE, EV_KILL, EV_INIT_FAILED };
@@ -119,6 +123,9 @@ handle_reply(proc_core *c, proc_slot *s, char *msg, size_t len,
     }
     s->running = NULL;
     c->completed++;
+    c->startup_deaths = 0;
+    c->finishing = f;   /* the core's reference, until np_proc_drop_ref */
+    c->finishing_thread = (unsigned long)pthread_self();
     int stop = s->left == 0 || (c->closed && c->head == NULL);
     if (stop) {
         s->state = SLOT_STOPPING;
@@ -146,6 +153,7 @@ handle_reply(proc_core *c, proc_slot *s, char *msg, size_t len,
     }
     np_future_finish_native(c->st, f, ctx);
     np_proc_close_fds(task_fds, task_nfds);
+    c->finishing = NULL;   /* before the reference goes (a fork child reads it) */
     np_proc_drop_ref(c->st, f, ctx);
     return EV_NONE;
 }
@@ -169,6 +177,11 @@ drain_slot(proc_core *c, proc_slot *s, np_worker_ctx *ctx, char **init_msg,
            size_t *init_len)
 {
     for (;;) {
+        /* A done callback that forked, and we are its child: the channels
+         * are the parent's (forgotten by _forked); read nothing more. */
+        if (atomic_load_explicit(&c->forked, memory_order_relaxed)) {
+            return EV_NONE;
+        }
         size_t size;
         int r = np_chan_recv_size(s->ch, &size, 0);
         if (r == NP_ETIMEDOUT || r == NP_EINTR) {
@@ -274,6 +287,9 @@ np_proc_collect(PyObject *op, PyObject *Py_UNUSED(ignored))
     size_t init_len = 0;
     atomic_store(&c->changed, 1);
     while (ev == EV_NONE) {
+        if (atomic_load_explicit(&c->forked, memory_order_relaxed)) {
+            break;   /* a fork child's copy (see drain_slot): done, None */
+        }
         int64_t deadline;
         np_mutex_lock(&c->mutex);
         ev = plan(c, &w, &deadline, &slot, &done);
@@ -281,8 +297,28 @@ np_proc_collect(PyObject *op, PyObject *Py_UNUSED(ignored))
         if (ev != EV_NONE || done) {
             break;
         }
+        /* Finished futures we let go of without the GIL wait on the
+         * reclaim stack for a GIL holder (native_task.c); the next submit
+         * drains it, but none may come.  Once we have been idle for
+         * IDLE_DRAIN_NS we take the GIL and drain it ourselves, so that a
+         * task's objects go soon after it is done, as in the stdlib.  A
+         * steady flow of tasks never waits that long: it pays nothing. */
+        int drain_due = 0;
+        if (atomic_load_explicit(&c->st->reclaim, memory_order_relaxed) != NULL) {
+            int64_t due = np_monotonic_ns() + IDLE_DRAIN_NS;
+            if (due < deadline) {
+                deadline = due;
+                drain_due = 1;
+            }
+        }
         int r = np_chan_wait_any(w.chans, (size_t)w.nchans, c->control_fd,
                                  w.ready, deadline);
+        if (r == NP_ETIMEDOUT && drain_due) {
+            np_worker_hold_gil(&ctx);
+            np_reclaim_drain(c->st);   /* may run finalizers: no lock held */
+            np_worker_drop_gil(&ctx);
+            continue;
+        }
         if (r == NP_ETIMEDOUT || r == NP_EINTR) {
             continue;
         }
@@ -296,7 +332,7 @@ np_proc_collect(PyObject *op, PyObject *Py_UNUSED(ignored))
             }
         }
         for (int j = 0; j < w.nchans && ev == EV_NONE; j++) {
-            if (w.ready[j]) {
+            if (w.ready[j] && !atomic_load_explicit(&c->forked, memory_order_relaxed)) {
                 slot = w.idx[j];
                 ev = drain_slot(c, &c->slots[slot], &ctx, &init_msg, &init_len);
             }

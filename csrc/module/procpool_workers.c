@@ -5,7 +5,44 @@
  */
 #include "procpool.h"
 
+#include <pthread.h>
 #include <unistd.h>
+
+/* Workers that die before they take a task, STARTUP_DEATHS of them in a
+ * row, break the pool: such a worker never reached its loop, and its
+ * replacement will not either.  The usual cause is a script without the
+ * main guard, which each spawn or forkserver worker runs again on import
+ * (multiprocessing refuses the pool it starts there, and the worker dies
+ * with a traceback); a pool that replaced them forever would print
+ * tracebacks forever and never finish a task. */
+#define STARTUP_DEATHS 3
+#define STARTUP_MESSAGE \
+    "3 worker processes in a row died while starting, before they could " \
+    "run a task: the process pool is not usable anymore.  With the " \
+    "'spawn' and 'forkserver' start methods every worker imports the main " \
+    "module: a script that creates a ProcessPool and submits to it at its " \
+    "top level must do so under if __name__ == \"__main__\": (see \"Safe " \
+    "importing of main module\" in the multiprocessing documentation)"
+
+static void close_core(proc_core *c, int how, int terminate);
+
+/* The pool cannot go on: message (and cause, or NULL) for every later
+ * submit and every pending task, which fail with BrokenProcessPool; running
+ * tasks finish, then the workers stop.  The first reason stands.  0 or -1. */
+static int
+break_pool(proc_core *c, const char *message, PyObject *cause)
+{
+    if (c->broken == NULL) {
+        PyObject *msg = PyUnicode_FromString(message);
+        if (msg == NULL) {
+            return -1;
+        }
+        c->broken = msg;
+        c->broken_cause = cause ? Py_NewRef(cause) : NULL;
+    }
+    close_core(c, ABANDON_FAIL, 0);
+    return 0;
+}
 
 /* core._attach(channel, pid) -> slot index: a started worker joins. */
 PyObject *
@@ -124,30 +161,46 @@ np_proc_slot_gone(PyObject *op, PyObject *args)
     }
     /* A send in progress (streaming without the GIL) must end before the
      * channel goes: it does soon, the worker being gone.  A send that has
-     * not begun sees the new generation and does nothing. */
+     * not begun sees the new generation and does nothing.  The whole
+     * critical section runs with the GIL released: it needs no Python, and
+     * taking the GIL back while holding send_lock would wait for the GIL
+     * under one of our locks. */
+    int broken = c->broken != NULL;
+    int startup_broken = 0;
+    np_future *f;
+    int reason;
+    PyObject *chanobj;
     Py_BEGIN_ALLOW_THREADS
     np_mutex_lock(&s->send_lock);
-    Py_END_ALLOW_THREADS
     np_mutex_lock(&c->mutex);
-    np_future *f = s->running;
-    int reason = s->kill_reason;
-    int broken = c->broken != NULL;
-    if (f != NULL && reason == KILL_NONE && !broken &&
-        (s->sent_id != np_proc_future_task(f)->id ||
-         np_chan_peer_read_pos(s->ch) < s->sent_end)) {
-        /* Never sent whole, or not read whole: fn never started. */
-        requeue(c, f);
-        f = NULL;
+    f = s->running;
+    reason = s->kill_reason;
+    uint64_t read = np_chan_peer_read_pos(s->ch);
+    if (f != NULL && reason == KILL_NONE && !broken) {
+        if (read == 0) {
+            /* It died before reading a byte of its first task: it never
+             * got as far as its loop (see STARTUP_DEATHS). */
+            startup_broken = ++c->startup_deaths >= STARTUP_DEATHS;
+        }
+        if (s->sent_id != np_proc_future_task(f)->id || read < s->sent_end) {
+            /* Never sent whole, or not read whole: fn never started. */
+            requeue(c, f);
+            f = NULL;
+        }
+    }
+    if (read > 0) {
+        c->startup_deaths = 0;   /* this one did take a task */
     }
     s->running = NULL;
     s->state = SLOT_FREE;
     s->gen++;
     c->nlive--;
-    PyObject *chanobj = s->chanobj;
+    chanobj = s->chanobj;
     s->chanobj = NULL;
     s->ch = NULL;
     np_mutex_unlock(&c->mutex);
     np_mutex_unlock(&s->send_lock);
+    Py_END_ALLOW_THREADS
     atomic_store(&c->changed, 1);
     PyObject *r = chanobj ? PyObject_CallMethod(chanobj, "close", NULL) : NULL;
     if (r == NULL) {
@@ -174,6 +227,9 @@ np_proc_slot_gone(PyObject *op, PyObject *args)
         }
         fail_task(c, f, err);   /* and the slot's reference */
     }
+    if (startup_broken && break_pool(c, STARTUP_MESSAGE, NULL) < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -196,7 +252,7 @@ np_proc_replace(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (!go) {
         Py_RETURN_FALSE;
     }
-    PyObject *r = PyObject_CallNoArgs(c->spawn);
+    PyObject *r = np_proc_call_spawn(c);
     np_mutex_lock(&c->mutex);
     c->nspawning--;
     np_mutex_unlock(&c->mutex);
@@ -304,6 +360,35 @@ np_proc_abandon_pending(proc_core *c, int how)
     }
 }
 
+np_future *
+np_proc_take_pending(proc_core *c)
+{
+    np_future *list = c->head;
+    c->head = c->tail = NULL;
+    c->npending = 0;
+    return list;
+}
+
+void
+np_proc_fail_list(proc_core *c, np_future *list, PyObject *exc)
+{
+    while (list != NULL) {
+        np_future *f = list;
+        list = next_future(f);
+        f->task.base.next = NULL;
+        np_proc_task_close_fds(np_proc_future_task(f));
+        /* A requeued task is RUNNING already; a pending one starts (or, if
+         * cancelled meanwhile, its waiters are told) before it fails. */
+        if (np_proc_future_task(f)->requeued || np_future_set_running(c->st, f) > 0) {
+            np_future_finish_exception(c->st, f, exc);
+        }
+        else {
+            PyErr_Clear();   /* cancelled (or logged by set_running) */
+        }
+        Py_DECREF(f);
+    }
+}
+
 /* No new tasks; give the pending ones back (how: as
  * np_proc_abandon_pending, or -1 to leave them to run); with terminate,
  * every live worker is about to be signalled, so its task fails even if it
@@ -368,29 +453,133 @@ np_proc_set_broken(PyObject *op, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* In a fork child: fail f, a copy of one of the parent's tasks (the core's
+ * reference, dropped here), unless it is done.  A parent thread may have
+ * held its lock at the fork (the collector completing it, a thread in
+ * wait()/as_completed()); that thread does not exist here: the lock is
+ * reset, never waited for. */
+static void
+fail_in_child(proc_core *c, np_future *f)
+{
+    unsigned long owner = atomic_load_explicit(&f->lock.owner, memory_order_relaxed);
+    if (owner != (unsigned long)pthread_self() &&
+        (owner != 0 || np_mutex_is_locked(&f->lock.mutex))) {
+        f->lock.mutex = (np_mutex)NP_MUTEX_INIT;
+        atomic_store_explicit(&f->lock.owner, 0, memory_order_relaxed);
+        f->lock.count = 0;
+    }
+    f->task.base.next = NULL;
+    proc_task *t = np_proc_future_task(f);   /* NULL: its result was read */
+    if (t != NULL) {
+        np_proc_task_close_fds(t);   /* our copies */
+    }
+    uint32_t state = NPF_STATE(atomic_load(&f->state));
+    /* PENDING starts first; CANCELLED only has its waiters told; a done
+     * future (the collector finished it just before the fork) stays. */
+    if (state == NPF_RUNNING ||
+        ((state == NPF_PENDING || state == NPF_CANCELLED) &&
+         np_future_set_running(c->st, f) > 0)) {
+        PyObject *exc = np_proc_broken_exception(c);
+        np_future_finish_exception(c->st, f, exc);   /* NULL: that error */
+        Py_XDECREF(exc);
+    }
+    PyErr_Clear();   /* cancelled: waiters told, or nothing to do */
+    Py_DECREF(f);
+}
+
 /* core._forked(message): in a child of os.fork(): this copy of the pool
- * belongs to the parent.  Refuse new tasks; touch nothing else (the
- * futures and workers are the parent's; no callback may run here). */
+ * belongs to the parent, whose workers run its tasks and read its
+ * channels.  Submit raises BrokenProcessPool(message) from now on, and the
+ * copies of the parent's running and pending futures fail with it (as a
+ * ThreadPool's fail with BrokenThreadPool), their callbacks run here.
+ *
+ * Parent threads that held our locks at the fork (the collector, a sender
+ * streaming a task, a thread completing a future) are gone: the core's
+ * mutex and the slots' send locks are reset, never waited for.  The
+ * channels are forgotten, not closed: closing marks the shared segment,
+ * which would tell the parent's workers that their parent is gone.
+ *
+ * A fork made while this thread starts one of our workers (the "fork"
+ * start method) is that worker: it runs no code of the parent's, so its
+ * copies of the futures are left alone (leaked, as the parent owns them). */
 PyObject *
 np_proc_forked(PyObject *op, PyObject *msg)
 {
     proc_core *c = CORE(op);
+    if (!PyUnicode_Check(msg)) {
+        PyErr_SetString(PyExc_TypeError, "_forked(message): a str");
+        return NULL;
+    }
+    atomic_store(&c->forked, 1);
+    c->mutex = (np_mutex)NP_MUTEX_INIT;
     c->closed = 1;
     c->collecting = 0;
     Py_XSETREF(c->broken, Py_NewRef(msg));
     Py_CLEAR(c->broken_cause);
-    /* The parent's futures and channels: leaked on purpose (the parent
-     * owns them; releasing them here could run callbacks or close what
-     * the parent still uses). */
-    c->head = c->tail = NULL;
-    c->npending = 0;
+    /* What the parent's tasks were: the pending list, each slot's running
+     * task, and the one the collector was completing, unless this thread
+     * is the collector (forking from a done callback): it goes on with it. */
+    np_future *orphans = np_proc_take_pending(c);
+    np_future *tail = orphans;
+    while (tail != NULL && next_future(tail) != NULL) {
+        tail = next_future(tail);
+    }
+    np_future *finishing = c->finishing;
+    c->finishing = NULL;
+    if (finishing != NULL && c->finishing_thread == (unsigned long)pthread_self()) {
+        finishing = NULL;
+    }
+    PyObject **chans = PyMem_Calloc((size_t)c->nslots + 1, sizeof *chans);
+    int nchans = 0;
     for (int i = 0; i < c->nslots; i++) {
-        c->slots[i].running = NULL;
-        c->slots[i].chanobj = NULL;
-        c->slots[i].state = SLOT_FREE;
+        proc_slot *s = &c->slots[i];
+        s->send_lock = (np_mutex)NP_MUTEX_INIT;
+        if (s->running != NULL) {
+            np_future *f = s->running;
+            s->running = NULL;
+            f->task.base.next = NULL;
+            if (tail != NULL) {
+                tail->task.base.next = &f->task.base;
+            }
+            else {
+                orphans = f;
+            }
+            tail = f;
+        }
+        if (s->chanobj != NULL && chans != NULL) {
+            chans[nchans++] = s->chanobj;   /* the slot's reference */
+        }
+        else {
+            /* No memory for the list: leak it (never close it here). */
+        }
+        s->chanobj = NULL;
+        s->ch = NULL;
+        s->state = SLOT_FREE;
+        s->gen++;
     }
     c->nlive = c->nspawning = 0;
-    c->mutex = (np_mutex)NP_MUTEX_INIT;
+    for (int i = 0; i < nchans; i++) {
+        PyObject *r = PyObject_CallMethod(chans[i], "_forget", NULL);
+        if (r == NULL) {
+            PyErr_Clear();   /* a _Channel: cannot fail */
+        }
+        else {
+            Py_DECREF(r);
+            Py_DECREF(chans[i]);   /* forgotten: its dealloc leaves the segment be */
+        }
+    }
+    PyMem_Free(chans);
+    if (np_proc_in_spawn()) {
+        Py_RETURN_NONE;   /* one of our workers: leave the parent's futures be */
+    }
+    if (finishing != NULL) {
+        fail_in_child(c, finishing);
+    }
+    while (orphans != NULL) {
+        np_future *f = orphans;
+        orphans = next_future(f);
+        fail_in_child(c, f);
+    }
     Py_RETURN_NONE;
 }
 

@@ -220,6 +220,14 @@ class _Manager:
     def _spawn(self):
         """Start one worker and attach it to the core (called by the core's
         submit, or by the collector to replace a dead worker)."""
+        with self.lock:
+            if self.thread is None:
+                # First, while nothing depends on it: a start that fails
+                # (no thread can be made) leaves no worker without a reader.
+                t = threading.Thread(target=self._collect_loop, daemon=True,
+                                     name=self.name + "-collector")
+                t.start()
+                self.thread = t
         ch = _nativepool._Channel.create()
         args = (_procworker.ChildFds(ch.child_fds()), self.initializer,
                 self.initargs, None, self.forking, self.shared)
@@ -244,13 +252,6 @@ class _Manager:
         with self.lock:
             self.processes[p.pid] = p
             self.channels[p.pid] = ch
-            start = self.thread is None
-            if start:
-                self.thread = threading.Thread(
-                    target=self._collect_loop, name=self.name + "-collector",
-                    daemon=True)
-        if start:
-            self.thread.start()
         self.core._attach(ch, p.pid)
 
     # -- the collector ----------------------------------------------------
