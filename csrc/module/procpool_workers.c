@@ -461,12 +461,8 @@ np_proc_set_broken(PyObject *op, PyObject *args)
 static void
 fail_in_child(proc_core *c, np_future *f)
 {
-    unsigned long owner = atomic_load_explicit(&f->lock.owner, memory_order_relaxed);
-    if (owner != (unsigned long)pthread_self() &&
-        (owner != 0 || np_mutex_is_locked(&f->lock.mutex))) {
-        f->lock.mutex = (np_mutex)NP_MUTEX_INIT;
-        atomic_store_explicit(&f->lock.owner, 0, memory_order_relaxed);
-        f->lock.count = 0;
+    if (!np_rlock_is_owned(&f->lock)) {
+        np_future_after_fork(f);
     }
     f->task.base.next = NULL;
     proc_task *t = np_proc_future_task(f);   /* NULL: its result was read */
@@ -511,7 +507,7 @@ np_proc_forked(PyObject *op, PyObject *msg)
         return NULL;
     }
     atomic_store(&c->forked, 1);
-    c->mutex = (np_mutex)NP_MUTEX_INIT;
+    np_mutex_reinit(&c->mutex);
     c->closed = 1;
     c->collecting = 0;
     Py_XSETREF(c->broken, Py_NewRef(msg));
@@ -533,7 +529,7 @@ np_proc_forked(PyObject *op, PyObject *msg)
     int nchans = 0;
     for (int i = 0; i < c->nslots; i++) {
         proc_slot *s = &c->slots[i];
-        s->send_lock = (np_mutex)NP_MUTEX_INIT;
+        np_mutex_reinit(&s->send_lock);
         if (s->running != NULL) {
             np_future *f = s->running;
             s->running = NULL;
