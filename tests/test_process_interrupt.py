@@ -148,10 +148,9 @@ def test_exit_after_ctrl_c_is_quiet_and_logs_only_real_errors(tmp_path):
     assert "never retrieved: ValueError('item 1 failed')" in err, err
 
 
-@pytest.mark.nativepool_only
-def test_unread_failure_at_exit_is_the_tasks_own(tmp_path):
-    """No Ctrl-C at all: a failed future nobody read, alive until module
-    teardown, is logged with the task's own exception."""
+def run_with_unread_failure(tmp_path, more):
+    """Run a program whose pool has a failed future nobody reads, alive
+    until exit, then `more` (indented for the main block); it exited 0."""
     script = tmp_path / "prog.py"
     script.write_text(PROLOGUE % dict(tests=TESTS, module=MODULE_NAME,
                                       pool=POOLS["nativepool"],
@@ -161,10 +160,18 @@ def test_unread_failure_at_exit_is_the_tasks_own(tmp_path):
             failed = pool.submit(ts.fail_on, 1, [1])
             while not failed.done():
                 time.sleep(0.01)
-    """))
+    """) + textwrap.dedent(more).replace("\n", "\n    "))
     r = subprocess.run([sys.executable, str(script)], capture_output=True,
                        text=True, timeout=HANG_TIMEOUT)   # a hang guard
     assert r.returncode == 0, r.stderr
+    return r
+
+
+@pytest.mark.nativepool_only
+def test_unread_failure_at_exit_is_the_tasks_own(tmp_path):
+    """No Ctrl-C at all: a failed future nobody read, alive until module
+    teardown, is logged with the task's own exception."""
+    r = run_with_unread_failure(tmp_path, "")
     assert "NoneType" not in r.stderr and "BrokenProcessPool" not in r.stderr, r.stderr
     assert "never retrieved: ValueError('item 1 failed')" in r.stderr, r.stderr
 
@@ -173,22 +180,11 @@ def test_unread_failure_at_exit_is_the_tasks_own(tmp_path):
 def test_unread_failure_is_logged_once_not_by_forked_workers(tmp_path):
     """A worker started by fork has copies of the parent's futures: its
     exit must not log them (the parent's does, once)."""
-    script = tmp_path / "prog.py"
-    script.write_text(PROLOGUE % dict(tests=TESTS, module=MODULE_NAME,
-                                      pool=POOLS["nativepool"],
-                                      method="forkserver") + textwrap.dedent("""
-        if __name__ == "__main__":
-            pool = POOL(1, mp_context=CTX)
-            failed = pool.submit(ts.fail_on, 1, [1])
-            while not failed.done():
-                time.sleep(0.01)
+    r = run_with_unread_failure(tmp_path, """
             forked = POOL(1, mp_context=multiprocessing.get_context("fork"))
             assert forked.submit(ts.add, 1, 2).result() == 3
             forked.shutdown()
-    """))
-    r = subprocess.run([sys.executable, str(script)], capture_output=True,
-                       text=True, timeout=HANG_TIMEOUT)   # a hang guard
-    assert r.returncode == 0, r.stderr
+    """)
     assert r.stderr.count("never retrieved") == 1, r.stderr
 
 
