@@ -74,6 +74,16 @@ def assert_survives(pool):
         assert pool.submit(ts.add, 1, 2).result(T) == 3
 
 
+def assert_broken(f):
+    """Both pools: the future fails with a BrokenProcessPool, from
+    exception() and from result(); returns the exception."""
+    exc = f.exception(T)
+    assert isinstance(exc, cfp.BrokenProcessPool), repr(exc)
+    with pytest.raises(cfp.BrokenProcessPool):
+        f.result(T)
+    return exc
+
+
 def assert_transfer_error(exc, cause_type):
     """nativepool's side of the contract: TransferError, the original
     error as its __cause__."""
@@ -97,10 +107,7 @@ def test_transfer_error_is_public_and_a_broken_process_pool():
 ], ids=["error", "sys.exit"])
 def test_argument_the_worker_cannot_unpickle(pool, arg, cause):    # both
     f = pool.submit(ts.identity, arg)
-    exc = f.exception(T)
-    assert isinstance(exc, cfp.BrokenProcessPool), repr(exc)
-    with pytest.raises(cfp.BrokenProcessPool):
-        f.result(T)
+    exc = assert_broken(f)
     if is_nativepool(pool):
         assert_transfer_error(exc, cause)
         # The cause comes from the worker, with its traceback.
@@ -124,10 +131,7 @@ def test_keyboard_interrupt_unpickling_an_argument(nppool):
 ], ids=["error", "sys.exit", "KeyboardInterrupt"])
 def test_result_the_parent_cannot_unpickle(pool, kind, cause):     # both
     f = pool.submit(ts.make, kind)
-    exc = f.exception(T)
-    assert isinstance(exc, cfp.BrokenProcessPool), repr(exc)
-    with pytest.raises(cfp.BrokenProcessPool):
-        f.result(T)
+    exc = assert_broken(f)
     if is_nativepool(pool):
         assert_transfer_error(exc, cause)
         assert "could not be unpickled in the parent process" in str(exc)
