@@ -556,9 +556,9 @@ future_add_done_callback(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     }
     /* The list is made before the lock is taken: an allocation can collect
      * garbage, which runs finalizers, which must not run under our lock.
-     * (Appending only resizes raw memory.)  f->callbacks is cleared only by
-     * the transition to done, so if we find it set and the future not done
-     * under the lock, it is still set. */
+     * (Appending only resizes raw memory.)  If we skip making it, the list
+     * existed or the future was done; only the done transition clears it,
+     * so a future not done under the lock has a list, ours or its own. */
     PyObject *fresh = NULL;
     if (f->callbacks == NULL && !NPF_IS_DONE(atomic_load(&f->state))) {
         fresh = PyList_New(0);
@@ -567,27 +567,22 @@ future_add_done_callback(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         }
     }
     np_rlock_lock(&f->lock);
-    if (!NPF_IS_DONE(atomic_load(&f->state)) &&
-        (f->callbacks != NULL || fresh != NULL)) {
+    int done = NPF_IS_DONE(atomic_load(&f->state));
+    int r = 0;
+    if (!done) {
         if (f->callbacks == NULL) {
             f->callbacks = fresh;
             fresh = NULL;
         }
-        int r = PyList_Append(f->callbacks, fn);
-        np_rlock_unlock(&f->lock);
-        Py_XDECREF(fresh);
+        r = PyList_Append(f->callbacks, fn);
+    }
+    np_rlock_unlock(&f->lock);
+    Py_XDECREF(fresh);
+    if (!done) {
         if (r < 0) {
             return NULL;
         }
         Py_RETURN_NONE;
-    }
-    int done = NPF_IS_DONE(atomic_load(&f->state));
-    np_rlock_unlock(&f->lock);
-    Py_XDECREF(fresh);
-    if (!done) {
-        /* Callbacks were taken by nobody yet the list we saw is gone: not
-         * reachable (only the done transition clears it); try again. */
-        return future_add_done_callback(op, args, nargs, kwnames);
     }
     call_callback(fstate(op), f, fn);
     Py_RETURN_NONE;
